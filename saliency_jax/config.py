@@ -1,0 +1,112 @@
+"""The config keys every experiment shares, and their validation.
+
+Config files under ``configs/`` start from :func:`base_config` and set what
+their experiment needs; ``main`` validates the resolved config before anything
+runs, so a bad value fails at once with one line naming the key.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import ml_collections
+from ml_collections import config_dict
+
+# experiment name -> "module:function(config, workdir)"; imported lazily.
+EXPERIMENTS = {
+    "train": "saliency_jax.train:train_and_evaluate",
+}
+
+DATASETS = ("synthetic_cxr",)
+MODELS = ("small_cnn", "inception_v3", "densenet121")
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Keys shared by every experiment (DESIGN.md), with laptop-CPU defaults."""
+  c = ml_collections.ConfigDict()
+  c.experiment = "train"
+  c.seed = 0
+  # Data.
+  c.dataset = "synthetic_cxr"
+  c.data_dir = config_dict.placeholder(str)   # TFDS data dir; None: TFDS default
+  c.manual_dir = config_dict.placeholder(str)  # where manual downloads live
+  c.image_size = 128
+  c.synthetic = ml_collections.ConfigDict(dict(
+      seed=0, num_train=2000, num_validation=250, num_test=250, prevalence=0.5,
+      shortcut=config_dict.placeholder(float)))
+  # Model.
+  c.model = "small_cnn"
+  c.width = 0.25
+  c.num_classes = 2
+  c.model_weights = config_dict.placeholder(str)
+  # Saliency.
+  c.methods = ("gradient",)
+  c.num_images = 16
+  return c
+
+
+def train_config() -> ml_collections.ConfigDict:
+  """Optimization settings, the ``config.train`` block."""
+  return ml_collections.ConfigDict(dict(
+      batch_size=32,
+      steps=600,
+      learning_rate=2e-3,
+      warmup_steps=50,
+      weight_decay=1e-4,
+      augment=True,
+      randomize_labels=False,
+      log_every=50,
+      eval_every=100,
+      checkpoint_every=100,
+      keep_checkpoints=2,
+  ))
+
+
+def _check_choice(key: str, value, allowed) -> None:
+  if value not in allowed:
+    raise ValueError(f"config.{key}={value!r} is not allowed; expected one of "
+                     f"{', '.join(map(repr, allowed))}")
+
+
+def _check_positive(config: ml_collections.ConfigDict, keys: tuple[str, ...]) -> None:
+  for key in keys:
+    node = config
+    for part in key.split("."):
+      node = node[part]
+    if node <= 0:
+      raise ValueError(f"config.{key}={node!r}: expected a positive number")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming the first bad key and what it allows."""
+  _check_choice("experiment", config.experiment, tuple(EXPERIMENTS))
+  _check_choice("dataset", config.dataset, DATASETS)
+  _check_choice("model", config.model, MODELS)
+  _check_positive(config, ("image_size", "width", "num_classes"))
+  if config.model_weights is not None:
+    raise ValueError("config.model_weights: importing weights is not available "
+                     "yet; leave it unset to train from scratch")
+  if "train" in config:
+    _check_positive(config, tuple(f"train.{k}" for k in (
+        "batch_size", "steps", "learning_rate", "log_every", "eval_every",
+        "checkpoint_every", "keep_checkpoints")))
+  if config.dataset == "synthetic_cxr":
+    s = config.synthetic
+    _check_positive(config, ("synthetic.num_train", "synthetic.num_validation",
+                             "synthetic.num_test"))
+    if not 0.0 < s.prevalence < 1.0:
+      raise ValueError(f"config.synthetic.prevalence={s.prevalence!r}: "
+                       "expected a fraction strictly between 0 and 1")
+    if s.shortcut is not None and not 0.0 <= s.shortcut <= 1.0:
+      raise ValueError(f"config.synthetic.shortcut={s.shortcut!r}: expected "
+                       "None (off) or a probability in [0, 1]")
+
+
+def load_file(path: str, preset: str | None = None) -> ml_collections.ConfigDict:
+  """``get_config(preset)`` of a config file, as ``--config=path:preset`` does."""
+  spec = importlib.util.spec_from_file_location(
+      "_saliency_jax_config_" + os.path.basename(path).removesuffix(".py"), path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(preset) if preset else module.get_config()

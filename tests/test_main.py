@@ -1,0 +1,72 @@
+"""The command line: bad keys, values and experiment names fail in one line."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from saliency_jax import config as config_lib
+from saliency_jax import main as main_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _cli(*args, workdir):
+  return subprocess.run(
+      [sys.executable, "-m", "saliency_jax.main", f"--workdir={workdir}", *args],
+      cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--config.foo=1"], "unknown key config.foo; config has keys: "),
+    (["--config.train.bar=2"], "unknown key config.train.bar; config.train has keys: augment, batch_size"),
+    (["--config.width=abc"], "--config.width=abc: could not convert string to float"),
+    (["--config.experiment=nope"], "config.experiment='nope' is not allowed; expected one of 'train'"),
+    (["--config.model=vgg"], "config.model='vgg' is not allowed; expected one of 'small_cnn', 'inception_v3', 'densenet121'"),
+    (["--config.synthetic.prevalence=1.5"], "config.synthetic.prevalence=1.5"),
+    (["--config.train.steps=0"], "config.train.steps=0: expected a positive number"),
+])
+def test_bad_config_fails_in_one_line(tmp_path, args, expected):
+  result = _cli("--config=configs/train.py", *args, workdir=tmp_path)
+  assert result.returncode == 2
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1, result.stderr
+  assert expected in lines[0]
+  assert not os.path.exists(tmp_path / "config.json")
+
+
+def test_unknown_preset_names_the_allowed_ones(tmp_path):
+  result = _cli("--config=configs/train.py:bogus", workdir=tmp_path)
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines() == [
+      "error: ValueError: configs/train.py: unknown preset 'bogus'; "
+      "expected 'quick' or 'randomized_labels'"]
+
+
+_CALLS = []
+
+
+def _record(config, workdir):
+  _CALLS.append((config.seed, workdir))
+  return "done"
+
+
+def test_run_writes_resolved_config_and_dispatches(tmp_path, monkeypatch):
+  monkeypatch.setitem(config_lib.EXPERIMENTS, "train", f"{__name__}:_record")
+  config = config_lib.base_config()
+  config.seed = 7
+  assert main_lib.run(config, str(tmp_path)) == "done"
+  assert _CALLS == [(7, str(tmp_path))]
+  with open(tmp_path / "config.json") as f:
+    assert json.load(f)["seed"] == 7
+
+
+def test_every_config_file_validates():
+  for name in sorted(os.listdir(os.path.join(ROOT, "configs"))):
+    if not name.endswith(".py"):
+      continue
+    config_lib.validate(config_lib.load_file(os.path.join(ROOT, "configs", name)))
+    with open(os.path.join(ROOT, "configs", name)) as f:
+      assert f.readline().startswith("# Run: python -m saliency_jax.main --config=configs/" + name)
