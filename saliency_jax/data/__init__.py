@@ -1,0 +1,32 @@
+"""Datasets: ``load(config, split)`` returns one split as stacked arrays.
+
+Every dataset gives the same record format (see
+:func:`saliency_jax.data.pipeline.load_split`): ``image`` (N, H, W, C) float32
+in [0, 1], ``label``, ``boxes`` (N, 4, 4) ``(x, y, w, h)``, ``num_boxes``,
+``mask`` (N, H, W) bool and ``id``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from saliency_jax.data import pipeline
+
+
+def builder_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The dataset-defining options of ``config`` for ``config.dataset``."""
+  if config.dataset == "synthetic_cxr":
+    s = config.synthetic
+    return dict(image_size=config.image_size, seed=s.seed, num_train=s.num_train,
+                num_validation=s.num_validation, num_test=s.num_test,
+                prevalence=s.prevalence, shortcut=s.shortcut)
+  raise ValueError(f"config.dataset={config.dataset!r} is not supported yet")
+
+
+def load(config: ml_collections.ConfigDict, split: str) -> dict[str, np.ndarray]:
+  """Split ``split`` of ``config.dataset``, built into ``config.data_dir`` if needed."""
+  return pipeline.load_split(config.dataset, split, data_dir=config.data_dir,
+                             **builder_options(config))

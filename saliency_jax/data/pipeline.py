@@ -1,0 +1,156 @@
+"""Datasets as in-memory arrays, and pure-JAX batching and augmentation.
+
+`load_split` builds a TFDS dataset (array_record, no TensorFlow) if needed and
+returns one split as stacked numpy arrays, the same format for every dataset.
+Batching is index arithmetic in JAX so that a training loop can keep the whole
+dataset on device and gather each batch inside its jitted step: the batch of
+step ``t`` is a pure function of ``(key, t)``, which makes resumed training
+bit-identical.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from saliency_jax.data import synthetic
+
+
+def _synthetic_cxr(data_dir: str | None, **options: Any):
+  # Imported here so that batching works without importing TFDS.
+  from saliency_jax.data.synthetic_cxr import SyntheticCxr, make_config
+  allowed = sorted(inspect.signature(make_config).parameters)
+  unknown = sorted(set(options) - set(allowed))
+  if unknown:
+    raise ValueError(f"synthetic_cxr: unknown builder options {unknown}; allowed: {allowed}")
+  return SyntheticCxr(data_dir=data_dir, config=make_config(**options))
+
+
+# config.dataset -> builder factory (data_dir, **options) -> tfds DatasetBuilder.
+# `rsna_pneumonia`, `siim_acr_pneumothorax`, `image_folder` plug in here with
+# the same record format: image (H, W, C), label, boxes (K, 4), mask, id.
+_BUILDERS: dict[str, Callable[..., Any]] = {"synthetic_cxr": _synthetic_cxr}
+
+
+def load_split(name: str, split: str, *, data_dir: str | None,
+               **builder_options: Any) -> dict[str, np.ndarray]:
+  """One split of a dataset as arrays, building the TFDS dataset first if needed.
+
+  Args:
+    name: ``config.dataset``; one of ``_BUILDERS``.
+    split: e.g. ``'train'``, ``'validation'``, ``'test'``.
+    data_dir: TFDS data directory (None: TFDS's default).
+    **builder_options: the dataset's generation options (for ``synthetic_cxr``:
+      image_size, num_train, num_validation, num_test, prevalence, shortcut, seed).
+
+  Returns:
+    ``image`` (N, H, W, C) float32, ``label`` (N,) int32, ``boxes``
+    (N, MAX_BOXES, 4) float32 ``(x, y, w, h)`` padded with 0, ``num_boxes`` (N,)
+    int32, ``mask`` (N, H, W) bool, ``id`` (N,) str.
+  """
+  if name not in _BUILDERS:
+    raise ValueError(f"config.dataset={name!r} is not supported; allowed values: "
+                     f"{sorted(_BUILDERS)}")
+  builder = _BUILDERS[name](data_dir, **builder_options)
+  # data_path first: is_prepared() logs a warning for a missing directory.
+  if not (builder.data_path.exists() and builder.is_prepared()):
+    print(f"{name}: building {builder.info.full_name} in {builder.data_dir} ...", flush=True)
+    start = time.perf_counter()
+    builder.download_and_prepare(file_format="array_record")
+    print(f"{name}: built {builder.info.full_name} in {time.perf_counter() - start:.1f} s",
+          flush=True)
+  if split not in builder.info.splits:
+    raise ValueError(f"{name}/{builder.info.config_name}: no split {split!r}; available: "
+                     f"{sorted(builder.info.splits)}")
+  source = builder.as_data_source(split=split)
+  records = source.__getitems__(range(len(source)))
+  examples = [dict(r, id=r["id"].decode() if isinstance(r["id"], bytes) else r["id"])
+              for r in records]
+  return synthetic.stack_examples(examples,
+                                  image_shape=tuple(builder.info.features["image"].shape))
+
+
+@functools.partial(jax.jit, static_argnames=("num_examples", "batch_size", "shuffle",
+                                             "drop_remainder"))
+def epoch_indices(key: jax.Array, num_examples: int, batch_size: int, *,
+                  shuffle: bool = True, drop_remainder: bool = False
+                  ) -> tuple[jax.Array, jax.Array]:
+  """One epoch as ``(indices, valid)``, both (num_batches, batch_size).
+
+  ``indices`` is a permutation of range(n) (identity without ``shuffle``) cut
+  into batches; the last partial batch is padded with index 0 and
+  ``valid = False``, num_batches = ceil(n / b). With ``drop_remainder`` only the
+  floor(n / b) full batches are kept.
+  """
+  order = (jax.random.permutation(key, num_examples) if shuffle
+           else jnp.arange(num_examples)).astype(jnp.int32)
+  if drop_remainder:
+    num_batches = num_examples // batch_size
+    used = num_batches * batch_size
+    return (order[:used].reshape(num_batches, batch_size),
+            jnp.ones((num_batches, batch_size), bool))
+  num_batches = -(-num_examples // batch_size)
+  pad = num_batches * batch_size - num_examples
+  indices = jnp.concatenate([order, jnp.zeros((pad,), jnp.int32)])
+  valid = jnp.arange(num_batches * batch_size) < num_examples
+  return (indices.reshape(num_batches, batch_size),
+          valid.reshape(num_batches, batch_size))
+
+
+@functools.partial(jax.jit, static_argnames=("num_examples", "batch_size"))
+def batch_at_step(key: jax.Array, step: jax.Array | int, num_examples: int,
+                  batch_size: int) -> jax.Array:
+  """Indices (batch_size,) of training step ``step``: full batches, remainder dropped.
+
+  epoch = step // s, s = n // b steps per epoch; the batch is rows
+  [(step mod s) b, (step mod s + 1) b) of permutation(fold_in(key, epoch)), i.e.
+  ``epoch_indices(fold_in(key, epoch), n, b, drop_remainder=True)[0][step mod s]``.
+  """
+  steps_per_epoch = num_examples // batch_size
+  if steps_per_epoch < 1:
+    raise ValueError(f"batch_size={batch_size} exceeds num_examples={num_examples}")
+  step = jnp.asarray(step, jnp.int32)
+  epoch, position = step // steps_per_epoch, step % steps_per_epoch
+  order = jax.random.permutation(jax.random.fold_in(key, epoch), num_examples)
+  return jax.lax.dynamic_slice(order.astype(jnp.int32), (position * batch_size,),
+                               (batch_size,))
+
+
+def _augment_one(key: jax.Array, image: jax.Array, max_shift: int, brightness: float,
+                 contrast: float) -> jax.Array:
+  k_shift, k_bright, k_contrast = jax.random.split(key, 3)
+  height, width, channels = image.shape
+  dy, dx = jax.random.randint(k_shift, (2,), -max_shift, max_shift + 1)
+  padded = jnp.pad(image, ((max_shift, max_shift), (max_shift, max_shift), (0, 0)),
+                   mode="edge")
+  # out[r, c] = image[r - dy, c - dx], edge pixels repeated beyond the border.
+  shifted = jax.lax.dynamic_slice(padded, (max_shift - dy, max_shift - dx, 0),
+                                  (height, width, channels))
+  gain = jax.random.uniform(k_contrast, (), minval=1 - contrast, maxval=1 + contrast)
+  offset = jax.random.uniform(k_bright, (), minval=-brightness, maxval=brightness)
+  mean = shifted.mean()
+  out = (shifted - mean) * gain + mean + offset
+  return jnp.clip(out, 0.0, 1.0).astype(image.dtype)
+
+
+@functools.partial(jax.jit, static_argnames=("max_shift", "brightness", "contrast"))
+def augment(key: jax.Array, images: jax.Array, *, max_shift: int = 4,
+            brightness: float = 0.03, contrast: float = 0.05) -> jax.Array:
+  """Light per-image augmentation of a batch (N, H, W, C) in [0, 1].
+
+  x -> clip((T x - mean) g + mean + o, 0, 1): T a translation by up to
+  ``max_shift`` pixels per axis with edge padding, contrast gain
+  g ~ U(1 - contrast, 1 + contrast), offset o ~ U(-brightness, brightness);
+  one key per image. No flips: chest anatomy is not left-right symmetric.
+  Masks and boxes are not moved: this is for classifier training.
+  """
+  keys = jax.random.split(key, images.shape[0])
+  return jax.vmap(_augment_one, in_axes=(0, 0, None, None, None))(
+      keys, images, max_shift, brightness, contrast)
