@@ -1,0 +1,112 @@
+"""Cascading and independent randomization change exactly the blocks they name."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from saliency_jax import models
+from saliency_jax import randomization
+
+
+@pytest.fixture(scope="module")
+def pair():
+  make = lambda seed: models.create("small_cnn", num_classes=2, in_channels=1,
+                                    width=0.125, rngs=nnx.Rngs(seed))
+  trained, fresh = make(0), make(1)
+  # Distinct BatchNorm statistics, so keeping or replacing them is visible.
+  trained.train()
+  trained(jax.random.normal(jax.random.key(2), (4, 16, 16, 1)) + 3.0)
+  trained.eval()
+  return trained, fresh
+
+
+def _by_block(state):
+  out = {}
+  for path, leaf in jax.tree_util.tree_leaves_with_path(state):
+    out.setdefault(randomization._block(path), []).append(np.asarray(leaf))
+  return out
+
+
+def _same(a, b):
+  return all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_cascade_stage_k_changes_exactly_the_top_k_blocks(pair):
+  trained_model, fresh_model = pair
+  order = trained_model.cascade_order
+  trained = nnx.state(trained_model)
+  fresh = randomization.reinitialized(trained_model, fresh_model, batch_stats=True)
+  t, f = _by_block(trained), _by_block(fresh)
+  for k in range(len(order) + 1):
+    stage = _by_block(randomization.cascade(trained, fresh, order, k))
+    for i, name in enumerate(order):
+      assert _same(stage[name], f[name] if i < k else t[name]), (k, name)
+      if i < k:
+        assert not _same(stage[name], t[name])
+
+
+def test_stacked_stages_equal_single_stages(pair):
+  trained_model, fresh_model = pair
+  order = trained_model.cascade_order
+  trained = nnx.state(trained_model)
+  fresh = randomization.reinitialized(trained_model, fresh_model)
+  stacked, blocks = randomization.stages(trained, fresh, order)
+  assert blocks[0] == [] and blocks[-1] == list(order)
+  for k in range(len(order) + 1):
+    single = randomization.cascade(trained, fresh, order, k)
+    assert _same(jax.tree.leaves(randomization.unstack(stacked, k)),
+                 jax.tree.leaves(single))
+  assert jax.tree.structure(randomization.unstack(stacked, 0)) == jax.tree.structure(trained)
+
+
+def test_independent_changes_one_block(pair):
+  trained_model, fresh_model = pair
+  order = trained_model.cascade_order
+  trained = nnx.state(trained_model)
+  fresh = randomization.reinitialized(trained_model, fresh_model, batch_stats=True)
+  t, f = _by_block(trained), _by_block(fresh)
+  stacked, blocks = randomization.stages(trained, fresh, order, mode="independent")
+  for i, name in enumerate(order):
+    assert blocks[i + 1] == [name]
+    stage = _by_block(randomization.unstack(stacked, i + 1))
+    for other in order:
+      assert _same(stage[other], f[other] if other == name else t[other])
+
+
+def test_batch_stats_stay_trained_by_default(pair):
+  trained_model, fresh_model = pair
+  keep = randomization.reinitialized(trained_model, fresh_model)
+  replace = randomization.reinitialized(trained_model, fresh_model, batch_stats=True)
+  mean = lambda s: np.asarray(s["block1"]["bn"]["mean"])
+  kernel = lambda s: np.asarray(s["block1"]["conv"]["kernel"])
+  trained = nnx.state(trained_model)
+  assert np.array_equal(mean(keep), mean(trained))
+  assert np.array_equal(mean(replace), mean(nnx.state(fresh_model)))
+  assert not np.array_equal(mean(replace), mean(trained))
+  assert np.array_equal(kernel(keep), kernel(nnx.state(fresh_model)))
+
+
+def test_stage_zero_reproduces_the_model_output(pair):
+  trained_model, fresh_model = pair
+  graphdef, trained = nnx.split(trained_model)
+  fresh = randomization.reinitialized(trained_model, fresh_model)
+  stacked, _ = randomization.stages(trained, fresh, trained_model.cascade_order)
+  x = jax.random.normal(jax.random.key(0), (2, 16, 16, 1))
+  run = jax.vmap(lambda s: nnx.merge(graphdef, s)(x))
+  out = run(stacked)
+  # vmapped vs direct programs may round differently, nothing more.
+  np.testing.assert_allclose(out[0], trained_model(x), rtol=1e-5, atol=1e-6)
+  assert not np.allclose(out[-1], out[0])
+
+
+def test_bad_arguments_are_named(pair):
+  trained_model, fresh_model = pair
+  trained = nnx.state(trained_model)
+  with pytest.raises(ValueError, match=r"k must lie in \[0, 5\]"):
+    randomization.cascade(trained, trained, trained_model.cascade_order, 6)
+  with pytest.raises(ValueError, match=r"blocks \['mixed10'\] are not in the model"):
+    randomization.select_blocks(trained, trained, {"mixed10"})
+  with pytest.raises(ValueError, match="config.cascade.mode='sideways'"):
+    randomization.stages(trained, trained, trained_model.cascade_order, mode="sideways")
