@@ -17,6 +17,7 @@ from saliency_jax.saliency.explainee import Explainee, as_explainee
 def explain(explainee: Any, images: jax.Array, targets: Any = None, *,
             method: str | Callable, key: jax.Array | None = None,
             batch_size: int | None = None, strategy: str | None = None,
+            per_image: dict[str, Any] | None = None,
             **hparams: Any) -> jax.Array:
   r"""Saliency maps of ``images`` under ``method``, one target per image.
 
@@ -42,6 +43,9 @@ def explain(explainee: Any, images: jax.Array, targets: Any = None, *,
       when ``strategy`` is ``None``, else all at once.
     strategy: ``'vectorized'``, ``'scan'``, ``'dispatch'`` or ``None`` for
       the backend default (:data:`batching.DEFAULT_STRATEGY`).
+    per_image: hyper-parameters that differ per image, each an array with a
+      leading axis N (e.g. XRAI's precomputed ``segments``, computed once per
+      image and reused across models, seeds and cascade stages).
     **hparams: the method's hyper-parameters (arrays are traced).
 
   Returns:
@@ -61,9 +65,14 @@ def explain(explainee: Any, images: jax.Array, targets: Any = None, *,
   else:
     targets = _check_targets(e, images, targets)
   keys = None if key is None else jax.random.split(key, images.shape[0])
+  per_image = {k: jnp.asarray(v) for k, v in (per_image or {}).items()}
+  for name, value in per_image.items():
+    if value.shape[:1] != images.shape[:1]:
+      raise ValueError(f"explain: per_image[{name!r}] must have a leading axis "
+                       f"of {images.shape[0]} images, got shape {value.shape}")
   static, arrays = batching.split_hparams(hparams)
   return batching.sample_map(
-      _explain_one, (e, arrays), (images, targets, keys),
+      _explain_one, (e, arrays), (images, targets, keys, per_image),
       batch_size=batch_size, strategy=strategy,
       inner=batching.evaluations(fn, images.shape[1:], hparams),
       static=(("method", fn), ("hparams", static), ("batch_size", batch_size),
@@ -89,9 +98,9 @@ def _logits(explainee: Explainee, x: jax.Array) -> jax.Array:
 
 def _explain_one(operands, sample, *, method, hparams, batch_size, strategy):
   explainee, arrays = operands
-  x, target, key = sample
+  x, target, key, per_image = sample
   return method(explainee, x, target, key=key, batch_size=batch_size,
-                strategy=strategy, **dict(hparams), **arrays)
+                strategy=strategy, **dict(hparams), **arrays, **per_image)
 
 
 def _check_targets(e: Explainee, images: jax.Array, targets: Any) -> jax.Array:

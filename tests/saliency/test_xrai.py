@@ -220,6 +220,14 @@ def test_xrai_traced_segments_trace_once_and_vmap(cnn):
       lambda x, t, s: xrai_lib.xrai(cnn, x, t, segments=s, **hp)))(
           xs, targets, segments)
   np.testing.assert_allclose(batched, outs, rtol=1e-5, atol=1e-7)
+  # ... and through `explain`, which maps per-image hyper-parameters.
+  np.testing.assert_allclose(
+      saliency.explain(cnn, xs, targets, method="xrai",
+                       per_image={"segments": segments}, **hp),
+      outs, rtol=1e-5, atol=1e-7)
+  with pytest.raises(ValueError, match="per_image\\['segments'\\] must have a leading axis of 2"):
+    saliency.explain(cnn, xs, targets, method="xrai",
+                     per_image={"segments": segments[:1]}, **hp)
 
 
 def test_xrai_rejects_bad_arguments():
