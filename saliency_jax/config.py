@@ -16,6 +16,8 @@ from ml_collections import config_dict
 # experiment name -> "module:function(config, workdir)"; imported lazily.
 EXPERIMENTS = {
     "train": "saliency_jax.train:train_and_evaluate",
+    "benchmark": "saliency_jax.experiments.benchmark:run",
+    "cascade": "saliency_jax.experiments.cascade:run",
 }
 
 DATASETS = ("synthetic_cxr",)
@@ -63,6 +65,33 @@ def train_config() -> ml_collections.ConfigDict:
   ))
 
 
+# The eight methods of the journal paper (Arun et al. 2021).
+PAPER_METHODS = ("gradient", "smoothgrad", "integrated_gradients",
+                 "smoothgrad_ig", "gradcam", "xrai", "guided_backprop",
+                 "guided_gradcam")
+
+
+def study_config() -> ml_collections.ConfigDict:
+  """Keys of the saliency experiments (cascade, localization, ...)."""
+  c = base_config()
+  c.train = train_config()
+  c.trained_dir = config_dict.placeholder(str)  # reuse a finished training run
+  c.methods = PAPER_METHODS
+  c.preset = "arun2021"
+  c.hparams = ml_collections.ConfigDict()  # per-method overrides of the preset
+  c.targets = "predicted"  # or "true": the class each map explains
+  c.batch_size = config_dict.placeholder(int)  # None: the backend's default
+  c.strategy = config_dict.placeholder(str)
+  c.similarity = ("spearman", "ssim", "hog_spearman")
+  c.localization = ("auprc", "dice", "soft_dice", "pointing_game",
+                    "relevance_mass_accuracy")
+  c.verdict_metric = "ssim"  # the journal paper's similarity
+  c.baseline_pairs = 50
+  c.bootstrap_resamples = 1000
+  c.report = ml_collections.ConfigDict(dict(example_images=2))
+  return c
+
+
 def _check_choice(key: str, value, allowed) -> None:
   if value not in allowed:
     raise ValueError(f"config.{key}={value!r} is not allowed; expected one of "
@@ -91,6 +120,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _check_positive(config, tuple(f"train.{k}" for k in (
         "batch_size", "steps", "learning_rate", "log_every", "eval_every",
         "checkpoint_every", "keep_checkpoints")))
+  if "preset" in config:
+    _check_study(config)
+  if "benchmark" in config:
+    _check_positive(config, ("num_images", "benchmark.repeats",
+                             "benchmark.matmul_size", "benchmark.in_channels"))
   if config.dataset == "synthetic_cxr":
     s = config.synthetic
     _check_positive(config, ("synthetic.num_train", "synthetic.num_validation",
@@ -101,6 +135,40 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if s.shortcut is not None and not 0.0 <= s.shortcut <= 1.0:
       raise ValueError(f"config.synthetic.shortcut={s.shortcut!r}: expected "
                        "None (off) or a probability in [0, 1]")
+
+
+def _check_study(config: ml_collections.ConfigDict) -> None:
+  # Imported here: the method registry imports JAX, which the CLI's flag
+  # errors should not wait for.
+  from saliency_jax.metrics import localization, similarity  # pylint: disable=g-import-not-at-top
+  from saliency_jax.saliency import METHODS, PRESETS, STRATEGIES  # pylint: disable=g-import-not-at-top
+  for key, names, allowed in (("methods", config.methods, METHODS),
+                              ("similarity", config.similarity, similarity.SIMILARITY),
+                              ("localization", config.localization,
+                               localization.LOCALIZATION)):
+    if not names:
+      raise ValueError(f"config.{key} is empty; expected some of {sorted(allowed)}")
+    for name in names:
+      _check_choice(key, name, tuple(sorted(allowed)))
+  _check_choice("preset", config.preset, tuple(sorted(PRESETS)) + (None,))
+  _check_choice("targets", config.targets, ("predicted", "true"))
+  if config.strategy is not None:
+    _check_choice("strategy", config.strategy, STRATEGIES)
+  if config.verdict_metric not in config.similarity:
+    raise ValueError(f"config.verdict_metric={config.verdict_metric!r} must be "
+                     f"one of config.similarity={tuple(config.similarity)}")
+  for method in config.hparams:
+    _check_choice("hparams", method, tuple(sorted(METHODS)))
+  _check_positive(config, ("num_images", "baseline_pairs", "bootstrap_resamples",
+                           "report.example_images"))
+  if config.num_images < 2:
+    raise ValueError(f"config.num_images={config.num_images}: the different-"
+                     "image baseline needs at least 2 images")
+  if "cascade" in config:
+    _check_choice("cascade.mode", config.cascade.mode, ("cascade", "independent"))
+    if config.cascade.num_blocks is not None and config.cascade.num_blocks < 1:
+      raise ValueError(f"config.cascade.num_blocks={config.cascade.num_blocks}: "
+                       "expected None (all blocks) or a positive count")
 
 
 def load_file(path: str, preset: str | None = None) -> ml_collections.ConfigDict:

@@ -8,6 +8,10 @@ import tempfile
 from typing import Any
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def write_text(path: str, text: str) -> None:
   """Writes ``text`` to ``path`` through a temporary file and a rename."""
   directory = os.path.dirname(os.path.abspath(path))
@@ -16,6 +20,7 @@ def write_text(path: str, text: str) -> None:
   try:
     with os.fdopen(fd, "w") as f:
       f.write(text)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are shared
     os.replace(tmp, path)
   except BaseException:
     os.unlink(tmp)
@@ -40,3 +45,8 @@ def read_jsonl(path: str) -> list[dict[str, Any]]:
     return []
   with open(path) as f:
     return [json.loads(line) for line in f if line.strip()]
+
+
+def read_json(path: str) -> Any:
+  with open(path) as f:
+    return json.load(f)

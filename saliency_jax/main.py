@@ -8,6 +8,7 @@ importable modules.
 from __future__ import annotations
 
 import importlib
+import json
 import logging as std_logging
 import os
 import re
@@ -32,10 +33,34 @@ def run(config, workdir: str):
   """Validates ``config``, records it in ``workdir`` and runs its experiment."""
   config_lib.validate(config)
   os.makedirs(workdir, exist_ok=True)
-  io_utils.write_text(os.path.join(workdir, "config.json"),
-                      config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+  resolved = config.to_json_best_effort(indent=2, sort_keys=True) + "\n"
+  path = os.path.join(workdir, "config.json")
+  if os.path.exists(path):
+    _check_same_run(path, json.loads(resolved))
+  io_utils.write_text(path, resolved)
   module, function = config_lib.EXPERIMENTS[config.experiment].split(":")
   return getattr(importlib.import_module(module), function)(config, workdir)
+
+
+def _check_same_run(path: str, config: dict) -> None:
+  """A workdir resumes only the run it holds: other settings need another dir."""
+  before = io_utils.read_json(path)
+  changed = sorted(_flat(before).items() ^ _flat(config).items())
+  if changed:
+    keys = sorted({k for k, _ in changed})
+    raise ValueError(f"--workdir={os.path.dirname(path)} holds a run with other "
+                     f"settings (config.{', config.'.join(keys)}); use a new "
+                     "--workdir, or the same settings to resume")
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, dict):
+      out.update(_flat(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = json.dumps(v, sort_keys=True)
+  return out
 
 
 def main(argv):
@@ -43,6 +68,9 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   try:
     config_lib.validate(_CONFIG.value)
+    path = os.path.join(_WORKDIR.value, "config.json")
+    if os.path.exists(path):
+      _check_same_run(path, json.loads(_CONFIG.value.to_json_best_effort()))
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

@@ -35,6 +35,7 @@ from saliency_jax.metrics import classification
 # Sub-keys of the config seed; fixed integers so adding a stream never
 # changes the others.
 _INIT, _DATA, _AUGMENT, _LABELS = range(4)
+SUMMARY = "summary.json"
 
 
 def stream_key(seed: int, stream: int) -> jax.Array:
@@ -222,7 +223,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       "validation": evaluate(programs, state, splits["validation"], t.batch_size),
       "test": evaluate(programs, state, splits["test"], t.batch_size),
   }
-  io_utils.write_json(os.path.join(workdir, "summary.json"), summary)
+  io_utils.write_json(os.path.join(workdir, SUMMARY), summary)
   logging.info("test %s", _fmt(summary["test"]))
   return summary
 

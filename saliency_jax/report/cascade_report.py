@@ -1,0 +1,449 @@
+"""The cascading-randomization report: figures and ``report.md``.
+
+Turns what ``experiments/cascade.py`` computed (its ``summary``, the example
+maps and the evaluation images) into the papers' panels and curves
+(Adebayo et al., NeurIPS 2018, Fig. 2 and 4; Arun et al., Radiology: AI
+2021) and a Markdown report that says, per method, whether its maps pass the
+model-randomization test and how well they localize the boxes.
+
+Writes ``workdir/figures/cascade_*.png`` and ``workdir/report.md``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from saliency_jax import io_utils
+from saliency_jax.report import figures
+
+FIGURES_DIR = "figures"
+REPORT = "report.md"
+BASELINE_SUFFIX = "_different_images"
+# Index of aggregates: (method, metric, stage) -> aggregate row.
+Index = dict[tuple[str, str, int], Mapping[str, Any]]
+
+
+def write(workdir: str, config: Any, summary: Mapping[str, Any],
+          examples: Mapping[str, np.ndarray],
+          images_np: Mapping[str, np.ndarray]) -> None:
+  """Writes the figures and ``report.md`` of one cascade run into ``workdir``.
+
+  Args:
+    workdir: the run's directory.
+    config: the run's ConfigDict (read with ``.get``; missing keys tolerated).
+    summary: what ``cascade._summarize`` returned (see module doc there).
+    examples: method -> (S stages, E images, H, W) maps in [0, 1] of the
+      first E evaluation images.
+    images_np: the evaluation images: ``image`` (N, H, W, C) in [0, 1],
+      ``boxes`` (N, K, 4) (x, y, w, h), ``num_boxes`` (N,), ``id`` (N,).
+  """
+  num_stages = len(summary.get("stages") or []) or _example_stages(examples)
+  labels = stage_labels(summary.get("stages") or [], summary.get("mode", "cascade"),
+                        num_stages)
+  methods = _methods(config, summary, examples)
+  index = _index(summary.get("aggregates") or [])
+  similarity, localization = _metric_names(config, summary, index)
+  written = {
+      "maps": _map_figures(workdir, summary, examples, images_np, methods, labels),
+      "similarity": _similarity_figures(workdir, summary, index, methods,
+                                        similarity, labels),
+      "localization": _localization_figures(workdir, index, methods,
+                                            localization, labels),
+  }
+  text = _render(config, summary, images_np, methods, labels, index,
+                similarity, localization, written)
+  io_utils.write_text(os.path.join(workdir, REPORT), text)
+
+
+def stage_labels(stages: Sequence[Mapping[str, Any]], mode: str,
+                 num_stages: int | None = None) -> list[str]:
+  """Column labels: 'trained', then the block randomized at that stage.
+
+  Cascade: stage k re-initializes the top k blocks, so '+<k-th block>' says
+  what changed from the column before. Independent: only that block is
+  re-initialized ('only <block>').
+  """
+  labels = []
+  for stage in stages:
+    blocks = list(stage.get("randomized_blocks") or [])
+    if not blocks:
+      labels.append("trained")
+    elif mode == "independent":
+      labels.append(f"only {blocks[-1]}")
+    else:
+      labels.append(f"+{blocks[-1]}")
+  for s in range(len(labels), num_stages or 0):  # summary without stage names
+    labels.append("trained" if s == 0 else f"stage {s}")
+  return labels
+
+
+# ---------------------------------------------------------------- figures ---
+
+def _map_figures(workdir: str, summary: Mapping[str, Any],
+                 examples: Mapping[str, np.ndarray],
+                 images_np: Mapping[str, np.ndarray], methods: Sequence[str],
+                 labels: Sequence[str]) -> list[tuple[str, str]]:
+  """One map grid per example image; returns (caption, relative path)."""
+  shown = [m for m in methods if m in examples]
+  if not shown:
+    return []
+  count = min(min(np.asarray(examples[m]).shape[1] for m in shown),
+              len(images_np["image"]))
+  names = _image_names(images_np, count)
+  out = []
+  for e in range(count):
+    maps = np.stack([np.asarray(examples[m])[:, e] for m in shown])  # (M, S, H, W)
+    relative = f"{FIGURES_DIR}/cascade_maps_{names[e]}.png"
+    title = (f"{summary.get('model', '')} on {summary.get('dataset', '')}, image "
+             f"{names[e]}: maps as blocks are re-initialized "
+             f"({summary.get('mode', 'cascade')})")
+    figures.map_grid(os.path.join(workdir, relative), images_np["image"][e],
+                     images_np["boxes"][e], int(images_np["num_boxes"][e]),
+                     maps, shown, labels, title)
+    out.append((f"Maps of image {names[e]}", relative))
+  return out
+
+
+def _similarity_figures(workdir, summary, index: Index, methods, metrics,
+                        labels) -> list[tuple[str, str]]:
+  """Similarity to the trained model's maps per stage, with each baseline."""
+  out = []
+  for metric in metrics:
+    curves = _curves(index, methods, metric, len(labels))
+    if not curves:
+      continue
+    baselines = {m: _baseline(summary, index, m, metric)[0] for m in curves}
+    relative = f"{FIGURES_DIR}/cascade_similarity_{_safe(metric)}.png"
+    figures.metric_vs_stage(
+        os.path.join(workdir, relative), curves, labels,
+        f"{metric} to the trained model's maps", baselines,
+        f"{metric} to the original maps per stage (mean, 95% CI)")
+    out.append((f"{metric} similarity to the original maps per stage", relative))
+  return out
+
+
+def _localization_figures(workdir, index: Index, methods, metrics,
+                          labels) -> list[tuple[str, str]]:
+  """Localization per stage; dotted line = the trained model's value."""
+  out = []
+  for metric in metrics:
+    curves = _curves(index, methods, metric, len(labels))
+    if not curves:
+      continue
+    trained = {m: float(c[0][0]) for m, c in curves.items()}
+    relative = f"{FIGURES_DIR}/cascade_localization_{_safe(metric)}.png"
+    figures.metric_vs_stage(
+        os.path.join(workdir, relative), curves, labels, metric, trained,
+        f"{metric} against the boxes per stage (mean, 95% CI)",
+        baseline_style=":", baseline_label="trained model (stage 0)")
+    out.append((f"{metric} localization per stage", relative))
+  return out
+
+
+# ----------------------------------------------------------------- report ---
+
+def _render(config: Any, summary: Mapping[str, Any],
+            images_np: Mapping[str, np.ndarray], methods: Sequence[str],
+            labels: Sequence[str], index: Index, similarity: Sequence[str],
+            localization: Sequence[str],
+            written: Mapping[str, list[tuple[str, str]]]) -> str:
+  """The Markdown text of the report."""
+  mode = summary.get("mode", "cascade")
+  title = "Cascading" if mode == "cascade" else "Independent"
+  parts = [
+      f"# {title} model-randomization test: `{summary.get('model', '?')}` on "
+      f"`{summary.get('dataset', '?')}`\n",
+      _what_ran(config, summary, images_np, methods, labels),
+      _verdict_section(summary, methods, similarity, labels),
+      _localization_section(summary, index, methods, localization, labels),
+      _excluded_section(summary, index, methods),
+      _figures_section(written),
+      _how_to_read(),
+  ]
+  return "\n".join(p for p in parts if p)
+
+
+def _what_ran(config, summary, images_np, methods, labels) -> str:
+  training = summary.get("training") or {}
+  test = training.get("test") or {}
+  size = _get(config, "image_size", training.get("image_size"))
+  if size is None and len(images_np.get("image", ())):
+    size = images_np["image"].shape[1]
+  evaluated = len(images_np.get("id", images_np.get("image", ())))
+  requested = summary.get("num_images", _get(config, "num_images"))
+  images_line = f"{evaluated} random positive test images"
+  if requested is not None and requested != evaluated:
+    images_line += f" ({requested} requested; the split has fewer positives)"
+  mode = summary.get("mode", "cascade")
+  how = ("top-down, one more block per stage" if mode == "cascade"
+         else "one block at a time")
+  lines = [
+      "## What ran\n",
+      f"- Dataset: `{summary.get('dataset', _get(config, 'dataset', '?'))}`, "
+      f"images {size} x {size}",
+      f"- Model: `{summary.get('model', _get(config, 'model', '?'))}`, width "
+      f"{_get(config, 'width', training.get('width', '?'))}, trained "
+      f"{training.get('steps', '?')} steps",
+      f"- Test set ({test.get('num_examples', '?')} images): AUC "
+      f"{_num(test.get('auc'))}, accuracy {_num(test.get('accuracy'))}, "
+      f"precision {_num(test.get('precision'))}, recall {_num(test.get('recall'))}",
+      f"- Evaluation: {images_line}; explained class: "
+      f"{_get(config, 'targets', 'predicted')}",
+      f"- Methods: {', '.join(f'`{m}`' for m in methods)}; preset "
+      f"`{summary.get('preset', _get(config, 'preset'))}`",
+      f"- Randomization: {mode} ({how}); "
+      f"seed {_get(config, 'seed', training.get('seed', '?'))}",
+  ]
+  if training.get("randomize_labels"):
+    lines.append("- **The model was trained on randomized labels.**")
+  lines += ["", "| Stage | Column | Randomized blocks |", "|---:|---|---|"]
+  for s, stage in enumerate(summary.get("stages") or []):
+    blocks = _block_list(stage.get("randomized_blocks") or [])
+    lines.append(f"| {stage.get('stage', s)} | {labels[s]} | {blocks} |")
+  return "\n".join(lines) + "\n"
+
+
+def _verdict_section(summary, methods, similarity, labels) -> str:
+  verdicts = summary.get("verdicts") or {}
+  chosen = summary.get("verdict_metric")
+  metrics = [m for m in similarity if any(m in verdicts.get(x, {}) for x in methods)]
+  final = _final_name(summary, labels)
+  column = _final_column(summary, labels)
+  lines = [
+      "## Verdict\n",
+      "A method passes when its maps from the fully randomized model are on "
+      "average less similar to the original maps than maps of two different "
+      "images from the trained model are to each other (Arun et al., "
+      "Radiology: AI 2021). Similarity at the last stage "
+      f"({final}) and the different-image baseline are means with 95% "
+      f"bootstrap intervals. **Verdict** uses `{chosen}`; *upper CI below "
+      "baseline* is the stricter reading (the similarity's upper bound below "
+      "the baseline mean); *passes under* lists every similarity metric whose "
+      "mean falls below its baseline.\n",
+  ]
+  if summary.get("mode") == "independent":
+    lines.append(f"*Independent mode:* the last stage has {final}, so the "
+                 "verdict says whether that block alone "
+                 "changes the maps, not whether the maps survive a fully "
+                 "randomized model.\n")
+  header = [f"Verdict ({chosen})", "Upper CI below baseline", "Passes under"]
+  for metric in metrics:
+    header += [f"{metric}, {column}", f"{metric}, baseline"]
+  lines += ["| Method | " + " | ".join(header) + " |",
+            "|---|" + "---|" * len(header)]
+  for method in methods:
+    by_metric = verdicts.get(method, {})
+    main = by_metric.get(chosen)
+    cells = [("PASS" if main["passed"] else "FAIL") if main else "n/a",
+             ("yes" if main["passed_upper_ci"] else "no") if main else "n/a",
+             ", ".join(m for m in metrics if by_metric.get(m, {}).get("passed"))
+             or "none"]
+    for metric in metrics:
+      verdict = by_metric.get(metric) or {}
+      cells += [_interval(verdict.get("similarity")), _interval(verdict.get("baseline"))]
+    lines.append(f"| `{method}` | " + " | ".join(cells) + " |")
+  if chosen not in metrics:
+    lines.append(f"\n`verdict_metric` = `{chosen}` was not computed: no verdict.")
+  return "\n".join(lines) + "\n"
+
+
+def _localization_section(summary, index: Index, methods, metrics, labels) -> str:
+  if not metrics:
+    return ""
+  last = len(labels) - 1
+  lines = ["## Localization\n",
+           "Each map scored against the union mask of its image's boxes; mean "
+           "over images with a 95% bootstrap interval, for the trained model "
+           f"and at the last stage ({_final_name(summary, labels)}). A "
+           "method whose localization survives randomization localizes the "
+           "image, not what the model learned.\n"]
+  for metric in metrics:
+    lines += [f"### {metric}\n",
+              f"| Method | trained | {_final_column(summary, labels)} | "
+              "images scored (trained / last) |",
+              "|---|---|---|---:|"]
+    for method in methods:
+      trained = index.get((method, metric, 0))
+      randomized = index.get((method, metric, last))
+      lines.append(f"| `{method}` | {_interval(_triple(trained))} | "
+                   f"{_interval(_triple(randomized))} | "
+                   f"{_count(trained)} / {_count(randomized)} |")
+    lines.append("")
+  return "\n".join(lines)
+
+
+def _excluded_section(summary, index: Index, methods) -> str:
+  """Scores that could not be computed (NaN): counted, never silently dropped."""
+  lines = []
+  for (method, metric, stage), row in sorted(index.items()):
+    if row.get("excluded"):
+      lines.append(f"- `{method}` `{metric}` stage {stage}: {row['excluded']} "
+                   f"of {row['excluded'] + row.get('n', 0)} images not scored")
+  for method in methods:
+    for metric, verdict in (summary.get("verdicts") or {}).get(method, {}).items():
+      for part, count in (verdict.get("num_excluded") or {}).items():
+        if count:
+          lines.append(f"- `{method}` `{metric}` verdict: {count} {part} "
+                       "scores not computed")
+  body = "\n".join(lines) if lines else "None: every image was scored on every metric."
+  return "## Excluded scores\n\n" + body + "\n"
+
+
+def _figures_section(written: Mapping[str, list[tuple[str, str]]]) -> str:
+  titles = {"maps": "Maps per stage", "similarity": "Similarity per stage",
+            "localization": "Localization per stage"}
+  lines = ["## Figures\n"]
+  for kind, items in written.items():
+    if items:
+      lines.append(f"### {titles[kind]}\n")
+      lines += [f"![{caption}]({path})\n" for caption, path in items]
+  return "\n".join(lines) if len(lines) > 1 else ""
+
+
+def _how_to_read() -> str:
+  return (
+      "## How to read this\n\n"
+      "- A method that explains the model must change when the model's "
+      "weights are destroyed. Similarity near 1 at full randomization means "
+      "the maps ignore the weights: they show the image (edges, intensity), "
+      "not what the classifier learned, however well they localize.\n"
+      "- The dashed line per method is the similarity of maps of two "
+      "different images from the trained model: a curve that ends below its "
+      "line passes.\n"
+      "- Top-down randomization keeps activation scales, so noise-like maps "
+      "can pass too (Binder et al., CVPR 2023): passing is necessary, not "
+      "sufficient; read the verdict together with localization.\n"
+      "- Per-image scores are in `results.csv`, aggregates in `summary.json`.\n")
+
+
+# ---------------------------------------------------------------- helpers ---
+
+def _get(config: Any, key: str, default: Any = None) -> Any:
+  if config is None:
+    return default
+  value = config.get(key, default)
+  return default if value is None else value
+
+
+def _methods(config, summary, examples) -> list[str]:
+  """The config's method order; else the verdicts', the examples', the rows'."""
+  methods = list(_get(config, "methods", None) or [])
+  for source in (summary.get("verdicts") or {}, examples,
+                 {r["method"]: 0 for r in summary.get("aggregates") or []}):
+    methods += [m for m in source if m not in methods]
+  return methods
+
+
+def _metric_names(config, summary, index: Index) -> tuple[list[str], list[str]]:
+  """(similarity, localization) metrics that have aggregates, config order first."""
+  present = list(dict.fromkeys(metric for _, metric, _ in index))
+  similarity = [m for m in list(_get(config, "similarity", None) or [])
+                + [m for v in (summary.get("verdicts") or {}).values() for m in v]
+                + [m[:-len(BASELINE_SUFFIX)] for m in present
+                   if m.endswith(BASELINE_SUFFIX)]
+                if m in present]
+  similarity = list(dict.fromkeys(similarity))
+  configured = [m for m in _get(config, "localization", None) or [] if m in present]
+  rest = [m for m in present if m not in similarity and not m.endswith(BASELINE_SUFFIX)]
+  return similarity, list(dict.fromkeys(configured + rest))
+
+
+def _index(aggregates: Sequence[Mapping[str, Any]]) -> Index:
+  return {(r["method"], r["metric"], int(r["stage"])): r for r in aggregates}
+
+
+def _curves(index: Index, methods, metric: str, num_stages: int
+            ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+  """method -> (mean, low, high) over stages; NaN where a stage has no row."""
+  out = {}
+  for method in methods:
+    rows = [index.get((method, metric, s)) for s in range(num_stages)]
+    if any(rows):
+      out[method] = tuple(np.array([_triple(r)[i] for r in rows], np.float64)
+                          for i in range(3))
+  return out
+
+
+def _baseline(summary, index: Index, method: str, metric: str
+              ) -> tuple[float, float, float]:
+  """The verdict's baseline (over all pairs); else the per-image aggregate."""
+  verdict = (summary.get("verdicts") or {}).get(method, {}).get(metric)
+  if verdict and verdict.get("baseline") is not None:
+    return tuple(float(v) for v in verdict["baseline"])
+  return _triple(index.get((method, metric + BASELINE_SUFFIX, 0)))
+
+
+def _triple(row: Mapping[str, Any] | None) -> tuple[float, float, float]:
+  if row is None:
+    return (math.nan,) * 3
+  return float(row["mean"]), float(row["low"]), float(row["high"])
+
+
+def _count(row: Mapping[str, Any] | None) -> str:
+  return "n/a" if row is None else str(row.get("n", "n/a"))
+
+
+def _final_name(summary, labels) -> str:
+  stages = summary.get("stages") or []
+  if not stages:
+    return labels[-1] if labels else "n/a"
+  blocks = stages[-1].get("randomized_blocks") or []
+  if summary.get("mode") == "independent":
+    return f"only `{blocks[-1]}` re-initialized" if blocks else "the trained model"
+  return f"the top {len(blocks)} blocks re-initialized"
+
+
+def _block_list(blocks: Sequence[str]) -> str:
+  """Blocks of one stage; a long cascade prefix shortened to its ends."""
+  if not blocks:
+    return "none"
+  if len(blocks) > 3:  # the column labels already name every block in turn
+    return f"`{blocks[0]}` through `{blocks[-1]}` ({len(blocks)} blocks)"
+  return ", ".join(f"`{b}`" for b in blocks)
+
+
+def _final_column(summary, labels) -> str:
+  """Short column name for the last stage."""
+  if summary.get("mode", "cascade") == "cascade":
+    return "fully randomized"
+  return labels[-1] if labels else "last stage"
+
+
+def _example_stages(examples: Mapping[str, np.ndarray]) -> int:
+  return max((np.asarray(v).shape[0] for v in examples.values()), default=0)
+
+
+def _image_names(images_np: Mapping[str, np.ndarray], count: int) -> list[str]:
+  """File-safe image ids; indices when ids are missing or collide."""
+  ids = images_np.get("id")
+  if ids is None:
+    return [str(e) for e in range(count)]
+  names = [_safe(i.decode() if isinstance(i, bytes) else str(i)) for i in ids[:count]]
+  if len(set(names)) < len(names) or not all(names):
+    return [str(e) for e in range(count)]
+  return names
+
+
+def _safe(name: str) -> str:
+  return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._")
+
+
+def _num(value: Any) -> str:
+  """3 decimals; NaN (or missing) as 'n/a'."""
+  if value is None:
+    return "n/a"
+  value = float(value)
+  return "n/a" if math.isnan(value) else f"{value:.3f}"
+
+
+def _interval(triple: Sequence[float] | None) -> str:
+  """'mean [low, high]', or 'n/a' when the mean is NaN or missing."""
+  if triple is None or _num(triple[0]) == "n/a":
+    return "n/a"
+  return f"{_num(triple[0])} [{_num(triple[1])}, {_num(triple[2])}]"
