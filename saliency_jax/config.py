@@ -18,6 +18,11 @@ EXPERIMENTS = {
     "train": "saliency_jax.train:train_and_evaluate",
     "benchmark": "saliency_jax.experiments.benchmark:run",
     "cascade": "saliency_jax.experiments.cascade:run",
+    "localization": "saliency_jax.experiments.localization:run",
+    "label_randomization": "saliency_jax.experiments.label_randomization:run",
+    "repeatability": "saliency_jax.experiments.repeatability:run",
+    "reproducibility": "saliency_jax.experiments.reproducibility:run",
+    "study": "saliency_jax.experiments.study:run",
 }
 
 DATASETS = ("synthetic_cxr",)
@@ -76,6 +81,7 @@ def study_config() -> ml_collections.ConfigDict:
   c = base_config()
   c.train = train_config()
   c.trained_dir = config_dict.placeholder(str)  # reuse a finished training run
+  c.models_dir = config_dict.placeholder(str)  # None: WORKDIR/models
   c.methods = PAPER_METHODS
   c.preset = "arun2021"
   c.hparams = ml_collections.ConfigDict()  # per-method overrides of the preset
@@ -122,6 +128,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
         "checkpoint_every", "keep_checkpoints")))
   if "preset" in config:
     _check_study(config)
+  if "study" in config:
+    from saliency_jax.experiments import study  # pylint: disable=g-import-not-at-top
+    for test in config.study.tests:
+      _check_choice("study.tests", test, study.TESTS)
   if "benchmark" in config:
     _check_positive(config, ("num_images", "benchmark.repeats",
                              "benchmark.matmul_size", "benchmark.in_channels"))
@@ -169,6 +179,55 @@ def _check_study(config: ml_collections.ConfigDict) -> None:
     if config.cascade.num_blocks is not None and config.cascade.num_blocks < 1:
       raise ValueError(f"config.cascade.num_blocks={config.cascade.num_blocks}: "
                        "expected None (all blocks) or a positive count")
+  _check_agreement(config)
+  _check_localization(config)
+
+
+def _check_agreement(config: ml_collections.ConfigDict) -> None:
+  """Keys of the repeatability and reproducibility experiments."""
+  if "replicates" in config and (isinstance(config.replicates, bool) or not
+                                 isinstance(config.replicates, int)
+                                 or config.replicates < 2):
+    raise ValueError(f"config.replicates={config.replicates!r}: expected an "
+                     "integer >= 2 (a pair needs two replicates)")
+  if "other_model" in config:
+    _check_choice("other_model", config.other_model, MODELS)
+    _check_positive(config, ("other_width",))
+    if (config.other_model, config.other_width) == (config.model, config.width):
+      raise ValueError(f"config.other_model={config.other_model!r} at "
+                       f"config.other_width={config.other_width} is config.model "
+                       "itself; use configs/repeatability.py for replicates")
+    _check_choice("intra_replicate", config.intra_replicate, ("reuse", "train"))
+
+
+def _check_localization(config: ml_collections.ConfigDict) -> None:
+  """Keys of the localization and label-randomization experiments."""
+  if "controls" in config:
+    from saliency_jax.experiments.localization import CONTROLS  # pylint: disable=g-import-not-at-top
+    if not config.controls:
+      raise ValueError(f"config.controls is empty; expected some of {CONTROLS}")
+    for name in config.controls:
+      _check_choice("controls", name, CONTROLS)
+    both = sorted(set(config.controls) & set(config.methods))
+    if both:
+      raise ValueError(f"config.controls: {both} also in config.methods; "
+                       "list each map once")
+  if "primary_metric" in config and config.primary_metric not in config.localization:
+    raise ValueError(f"config.primary_metric={config.primary_metric!r} must be "
+                     f"one of config.localization={tuple(config.localization)}")
+  if "label_randomization" in config:
+    target = config.label_randomization.target_train_accuracy
+    if not 0.0 < target <= 1.0:
+      raise ValueError(f"config.label_randomization.target_train_accuracy="
+                       f"{target!r}: expected an accuracy in (0, 1]")
+    _check_positive(config, ("label_randomization.max_steps",))
+    subset = config.label_randomization.num_train
+    if subset is not None and (config.dataset != "synthetic_cxr" or not
+                               config.train.batch_size <= subset
+                               <= config.synthetic.num_train):
+      raise ValueError(f"config.label_randomization.num_train={subset!r}: "
+                       "expected None, or (synthetic_cxr only) a count between "
+                       "config.train.batch_size and config.synthetic.num_train")
 
 
 def load_file(path: str, preset: str | None = None) -> ml_collections.ConfigDict:

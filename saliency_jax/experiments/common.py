@@ -62,8 +62,10 @@ def trained_model(config: ml_collections.ConfigDict, workdir: str, *,
   """
   config = ml_collections.ConfigDict(config.to_dict())
   config.update(overrides)
+  # A study runs several tests in sub-folders; they share its models.
+  models_dir = config.get("models_dir") or os.path.join(workdir, "models")
   directory = (config.trained_dir if config.get("trained_dir") and tag == "trained"
-               else os.path.join(workdir, "models", tag))
+               else os.path.join(models_dir, tag))
   summary_path = os.path.join(directory, train.SUMMARY)
   if not os.path.exists(summary_path):
     if config.get("trained_dir") and tag == "trained":

@@ -11,9 +11,7 @@ Writes ``workdir/figures/cascade_*.png`` and ``workdir/report.md``.
 
 from __future__ import annotations
 
-import math
 import os
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,6 +19,7 @@ import numpy as np
 
 from saliency_jax import io_utils
 from saliency_jax.report import figures
+from saliency_jax.report import markdown
 
 FIGURES_DIR = "figures"
 REPORT = "report.md"
@@ -95,7 +94,7 @@ def _map_figures(workdir: str, summary: Mapping[str, Any],
     return []
   count = min(min(np.asarray(examples[m]).shape[1] for m in shown),
               len(images_np["image"]))
-  names = _image_names(images_np, count)
+  names = markdown.image_names(images_np, count)
   out = []
   for e in range(count):
     maps = np.stack([np.asarray(examples[m])[:, e] for m in shown])  # (M, S, H, W)
@@ -119,7 +118,7 @@ def _similarity_figures(workdir, summary, index: Index, methods, metrics,
     if not curves:
       continue
     baselines = {m: _baseline(summary, index, m, metric)[0] for m in curves}
-    relative = f"{FIGURES_DIR}/cascade_similarity_{_safe(metric)}.png"
+    relative = f"{FIGURES_DIR}/cascade_similarity_{markdown.safe(metric)}.png"
     figures.metric_vs_stage(
         os.path.join(workdir, relative), curves, labels,
         f"{metric} to the trained model's maps", baselines,
@@ -137,7 +136,7 @@ def _localization_figures(workdir, index: Index, methods, metrics,
     if not curves:
       continue
     trained = {m: float(c[0][0]) for m, c in curves.items()}
-    relative = f"{FIGURES_DIR}/cascade_localization_{_safe(metric)}.png"
+    relative = f"{FIGURES_DIR}/cascade_localization_{markdown.safe(metric)}.png"
     figures.metric_vs_stage(
         os.path.join(workdir, relative), curves, labels, metric, trained,
         f"{metric} against the boxes per stage (mean, 95% CI)",
@@ -172,11 +171,11 @@ def _render(config: Any, summary: Mapping[str, Any],
 def _what_ran(config, summary, images_np, methods, labels) -> str:
   training = summary.get("training") or {}
   test = training.get("test") or {}
-  size = _get(config, "image_size", training.get("image_size"))
+  size = markdown.get(config, "image_size", training.get("image_size"))
   if size is None and len(images_np.get("image", ())):
     size = images_np["image"].shape[1]
   evaluated = len(images_np.get("id", images_np.get("image", ())))
-  requested = summary.get("num_images", _get(config, "num_images"))
+  requested = summary.get("num_images", markdown.get(config, "num_images"))
   images_line = f"{evaluated} random positive test images"
   if requested is not None and requested != evaluated:
     images_line += f" ({requested} requested; the split has fewer positives)"
@@ -185,20 +184,22 @@ def _what_ran(config, summary, images_np, methods, labels) -> str:
          else "one block at a time")
   lines = [
       "## What ran\n",
-      f"- Dataset: `{summary.get('dataset', _get(config, 'dataset', '?'))}`, "
+      f"- Dataset: `{summary.get('dataset', markdown.get(config, 'dataset', '?'))}`, "
       f"images {size} x {size}",
-      f"- Model: `{summary.get('model', _get(config, 'model', '?'))}`, width "
-      f"{_get(config, 'width', training.get('width', '?'))}, trained "
+      f"- Model: `{summary.get('model', markdown.get(config, 'model', '?'))}`, width "
+      f"{markdown.get(config, 'width', training.get('width', '?'))}, trained "
       f"{training.get('steps', '?')} steps",
       f"- Test set ({test.get('num_examples', '?')} images): AUC "
-      f"{_num(test.get('auc'))}, accuracy {_num(test.get('accuracy'))}, "
-      f"precision {_num(test.get('precision'))}, recall {_num(test.get('recall'))}",
+      f"{markdown.num(test.get('auc'))}, accuracy "
+      f"{markdown.num(test.get('accuracy'))}, precision "
+      f"{markdown.num(test.get('precision'))}, recall "
+      f"{markdown.num(test.get('recall'))}",
       f"- Evaluation: {images_line}; explained class: "
-      f"{_get(config, 'targets', 'predicted')}",
+      f"{markdown.get(config, 'targets', 'predicted')}",
       f"- Methods: {', '.join(f'`{m}`' for m in methods)}; preset "
-      f"`{summary.get('preset', _get(config, 'preset'))}`",
+      f"`{summary.get('preset', markdown.get(config, 'preset'))}`",
       f"- Randomization: {mode} ({how}); "
-      f"seed {_get(config, 'seed', training.get('seed', '?'))}",
+      f"seed {markdown.get(config, 'seed', training.get('seed', '?'))}",
   ]
   if training.get("randomize_labels"):
     lines.append("- **The model was trained on randomized labels.**")
@@ -246,7 +247,8 @@ def _verdict_section(summary, methods, similarity, labels) -> str:
              or "none"]
     for metric in metrics:
       verdict = by_metric.get(metric) or {}
-      cells += [_interval(verdict.get("similarity")), _interval(verdict.get("baseline"))]
+      cells += [markdown.interval(verdict.get("similarity")),
+                markdown.interval(verdict.get("baseline"))]
     lines.append(f"| `{method}` | " + " | ".join(cells) + " |")
   if chosen not in metrics:
     lines.append(f"\n`verdict_metric` = `{chosen}` was not computed: no verdict.")
@@ -271,9 +273,9 @@ def _localization_section(summary, index: Index, methods, metrics, labels) -> st
     for method in methods:
       trained = index.get((method, metric, 0))
       randomized = index.get((method, metric, last))
-      lines.append(f"| `{method}` | {_interval(_triple(trained))} | "
-                   f"{_interval(_triple(randomized))} | "
-                   f"{_count(trained)} / {_count(randomized)} |")
+      lines.append(f"| `{method}` | {markdown.interval(markdown.triple(trained))} | "
+                   f"{markdown.interval(markdown.triple(randomized))} | "
+                   f"{markdown.count(trained)} / {markdown.count(randomized)} |")
     lines.append("")
   return "\n".join(lines)
 
@@ -324,16 +326,10 @@ def _how_to_read() -> str:
 
 # ---------------------------------------------------------------- helpers ---
 
-def _get(config: Any, key: str, default: Any = None) -> Any:
-  if config is None:
-    return default
-  value = config.get(key, default)
-  return default if value is None else value
-
 
 def _methods(config, summary, examples) -> list[str]:
   """The config's method order; else the verdicts', the examples', the rows'."""
-  methods = list(_get(config, "methods", None) or [])
+  methods = list(markdown.get(config, "methods", None) or [])
   for source in (summary.get("verdicts") or {}, examples,
                  {r["method"]: 0 for r in summary.get("aggregates") or []}):
     methods += [m for m in source if m not in methods]
@@ -343,13 +339,14 @@ def _methods(config, summary, examples) -> list[str]:
 def _metric_names(config, summary, index: Index) -> tuple[list[str], list[str]]:
   """(similarity, localization) metrics that have aggregates, config order first."""
   present = list(dict.fromkeys(metric for _, metric, _ in index))
-  similarity = [m for m in list(_get(config, "similarity", None) or [])
+  similarity = [m for m in list(markdown.get(config, "similarity", None) or [])
                 + [m for v in (summary.get("verdicts") or {}).values() for m in v]
                 + [m[:-len(BASELINE_SUFFIX)] for m in present
                    if m.endswith(BASELINE_SUFFIX)]
                 if m in present]
   similarity = list(dict.fromkeys(similarity))
-  configured = [m for m in _get(config, "localization", None) or [] if m in present]
+  configured = [m for m in markdown.get(config, "localization", None) or []
+                if m in present]
   rest = [m for m in present if m not in similarity and not m.endswith(BASELINE_SUFFIX)]
   return similarity, list(dict.fromkeys(configured + rest))
 
@@ -365,7 +362,7 @@ def _curves(index: Index, methods, metric: str, num_stages: int
   for method in methods:
     rows = [index.get((method, metric, s)) for s in range(num_stages)]
     if any(rows):
-      out[method] = tuple(np.array([_triple(r)[i] for r in rows], np.float64)
+      out[method] = tuple(np.array([markdown.triple(r)[i] for r in rows], np.float64)
                           for i in range(3))
   return out
 
@@ -376,17 +373,9 @@ def _baseline(summary, index: Index, method: str, metric: str
   verdict = (summary.get("verdicts") or {}).get(method, {}).get(metric)
   if verdict and verdict.get("baseline") is not None:
     return tuple(float(v) for v in verdict["baseline"])
-  return _triple(index.get((method, metric + BASELINE_SUFFIX, 0)))
+  return markdown.triple(index.get((method, metric + BASELINE_SUFFIX, 0)))
 
 
-def _triple(row: Mapping[str, Any] | None) -> tuple[float, float, float]:
-  if row is None:
-    return (math.nan,) * 3
-  return float(row["mean"]), float(row["low"]), float(row["high"])
-
-
-def _count(row: Mapping[str, Any] | None) -> str:
-  return "n/a" if row is None else str(row.get("n", "n/a"))
 
 
 def _final_name(summary, labels) -> str:
@@ -417,33 +406,3 @@ def _final_column(summary, labels) -> str:
 
 def _example_stages(examples: Mapping[str, np.ndarray]) -> int:
   return max((np.asarray(v).shape[0] for v in examples.values()), default=0)
-
-
-def _image_names(images_np: Mapping[str, np.ndarray], count: int) -> list[str]:
-  """File-safe image ids; indices when ids are missing or collide."""
-  ids = images_np.get("id")
-  if ids is None:
-    return [str(e) for e in range(count)]
-  names = [_safe(i.decode() if isinstance(i, bytes) else str(i)) for i in ids[:count]]
-  if len(set(names)) < len(names) or not all(names):
-    return [str(e) for e in range(count)]
-  return names
-
-
-def _safe(name: str) -> str:
-  return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._")
-
-
-def _num(value: Any) -> str:
-  """3 decimals; NaN (or missing) as 'n/a'."""
-  if value is None:
-    return "n/a"
-  value = float(value)
-  return "n/a" if math.isnan(value) else f"{value:.3f}"
-
-
-def _interval(triple: Sequence[float] | None) -> str:
-  """'mean [low, high]', or 'n/a' when the mean is NaN or missing."""
-  if triple is None or _num(triple[0]) == "n/a":
-    return "n/a"
-  return f"{_num(triple[0])} [{_num(triple[1])}, {_num(triple[2])}]"

@@ -1,0 +1,146 @@
+"""Markdown pieces every experiment report shares: numbers, intervals, tables.
+
+The reports read an experiment's ``summary`` (aggregates from
+:func:`saliency_jax.experiments.common.aggregate`, verdicts from
+:func:`saliency_jax.metrics.stats.randomization_verdict`) and write numbers
+the same way: 3 decimals, NaN as 'n/a', intervals as 'mean [low, high]'.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+# Index of aggregates: (method, metric, stage) -> aggregate row.
+Index = dict[tuple[str, str, int], Mapping[str, Any]]
+
+
+def get(config: Any, key: str, default: Any = None) -> Any:
+  """``config.get(key)``; ``default`` for a missing config, key or None value."""
+  if config is None:
+    return default
+  value = config.get(key, default)
+  return default if value is None else value
+
+
+def index(aggregates: Sequence[Mapping[str, Any]]) -> Index:
+  return {(r["method"], r["metric"], int(r["stage"])): r for r in aggregates}
+
+
+def triple(row: Mapping[str, Any] | None) -> tuple[float, float, float]:
+  """(mean, low, high) of an aggregate row; NaNs for a missing row."""
+  if row is None:
+    return (math.nan,) * 3
+  return float(row["mean"]), float(row["low"]), float(row["high"])
+
+
+def count(row: Mapping[str, Any] | None) -> str:
+  """Images scored in an aggregate row, or 'n/a'."""
+  return "n/a" if row is None else str(row.get("n", "n/a"))
+
+
+def num(value: Any) -> str:
+  """3 decimals; NaN (or missing) as 'n/a'."""
+  if value is None:
+    return "n/a"
+  value = float(value)
+  return "n/a" if math.isnan(value) else f"{value:.3f}"
+
+
+def p_value(value: Any) -> str:
+  """A p-value: 3 significant digits, scientific below 0.001; 'n/a' if NaN."""
+  if value is None or math.isnan(float(value)):
+    return "n/a"
+  value = float(value)
+  return f"{value:.3g}" if value >= 1e-3 else f"{value:.2e}"
+
+
+def interval(values: Sequence[float] | None) -> str:
+  """'mean [low, high]', or 'n/a' when the mean is NaN or missing."""
+  if values is None or num(values[0]) == "n/a":
+    return "n/a"
+  return f"{num(values[0])} [{num(values[1])}, {num(values[2])}]"
+
+
+def safe(name: str) -> str:
+  """A file-name-safe version of ``name``."""
+  return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._")
+
+
+def image_names(images_np: Mapping[str, np.ndarray], count_: int) -> list[str]:
+  """File-safe image ids; indices when ids are missing or collide."""
+  ids = images_np.get("id")
+  if ids is None:
+    return [str(e) for e in range(count_)]
+  names = [safe(i.decode() if isinstance(i, bytes) else str(i)) for i in ids[:count_]]
+  if len(set(names)) < len(names) or not all(names):
+    return [str(e) for e in range(count_)]
+  return names
+
+
+def excluded_lines(index_: Index) -> list[str]:
+  """One line per aggregate with unscored (NaN) images: counted, never dropped."""
+  lines = []
+  for (method, metric, stage), row in sorted(index_.items()):
+    if row.get("excluded"):
+      lines.append(f"- `{method}` `{metric}` stage {stage}: {row['excluded']} "
+                   f"of {row['excluded'] + row.get('n', 0)} images not scored")
+  return lines
+
+
+def verdict_table(verdicts: Mapping[str, Mapping[str, Any]],
+                  methods: Sequence[str], metrics: Sequence[str], chosen: str,
+                  column: str) -> list[str]:
+  """Rows of the randomization-test verdict table (Arun et al. 2021).
+
+  Args:
+    verdicts: method -> similarity metric -> ``stats.randomization_verdict``.
+    methods: row order.
+    metrics: similarity metrics to show (two columns each).
+    chosen: the metric the verdict uses (``config.verdict_metric``).
+    column: what the similarity column compares, e.g. 'fully randomized'.
+
+  Returns:
+    Markdown table lines: header, rule, one row per method.
+  """
+  header = [f"Verdict ({chosen})", "Upper CI below baseline", "Passes under"]
+  for metric in metrics:
+    header += [f"{metric}, {column}", f"{metric}, baseline"]
+  lines = ["| Method | " + " | ".join(header) + " |",
+           "|---|" + "---|" * len(header)]
+  for method in methods:
+    by_metric = verdicts.get(method, {})
+    main = by_metric.get(chosen)
+    cells = [("PASS" if main["passed"] else "FAIL") if main else "n/a",
+             ("yes" if main["passed_upper_ci"] else "no") if main else "n/a",
+             ", ".join(m for m in metrics if by_metric.get(m, {}).get("passed"))
+             or "none"]
+    for metric in metrics:
+      verdict = by_metric.get(metric) or {}
+      cells += [interval(verdict.get("similarity")), interval(verdict.get("baseline"))]
+    lines.append(f"| `{method}` | " + " | ".join(cells) + " |")
+  return lines
+
+
+def figures_section(written: Mapping[str, list[tuple[str, str]]],
+                    titles: Mapping[str, str]) -> str:
+  """'## Figures' with a subsection per kind that has figures; '' if none."""
+  lines = ["## Figures\n"]
+  for kind, items in written.items():
+    if items:
+      lines.append(f"### {titles[kind]}\n")
+      lines += [f"![{caption}]({path})\n" for caption, path in items]
+  return "\n".join(lines) if len(lines) > 1 else ""
+
+
+def training_line(training: Mapping[str, Any], what: str = "Test set") -> str:
+  """'Test set (N images): AUC .., accuracy .., precision .., recall ..'."""
+  test = training.get("test") or {}
+  return (f"{what} ({test.get('num_examples', '?')} images): AUC "
+          f"{num(test.get('auc'))}, accuracy {num(test.get('accuracy'))}, "
+          f"precision {num(test.get('precision'))}, recall "
+          f"{num(test.get('recall'))}")

@@ -1,0 +1,199 @@
+"""The label randomization experiment end to end, on tiny phantoms."""
+
+import csv
+import json
+import os
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from saliency_jax import config as config_lib
+from saliency_jax import data as data_lib
+from saliency_jax import io_utils
+from saliency_jax import main as main_lib
+from saliency_jax import train
+from saliency_jax.experiments import common
+from saliency_jax.experiments import label_randomization as lr
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def quick_config(data_dir):
+  config = config_lib.load_file(os.path.join(ROOT, "configs",
+                                             "label_randomization.py"), "quick")
+  config.data_dir = str(data_dir)
+  return config
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+  data_dir = tmp_path_factory.mktemp("data")
+  workdir = tmp_path_factory.mktemp("label_randomization")
+  config = quick_config(data_dir)
+  summary = main_lib.run(config, str(workdir))
+  return config, workdir, summary
+
+
+def _rows(workdir):
+  with open(workdir / "results.csv", newline="") as f:
+    return list(csv.DictReader(f))
+
+
+def test_writes_every_result_file(run):
+  config, workdir, summary = run
+  for name in ("config.json", "results.csv", "summary.json", "report.md"):
+    assert (workdir / name).exists(), name
+  figures = os.listdir(workdir / "figures")
+  assert "label_randomization_localization_difference.png" in figures
+  assert len([f for f in figures if f.startswith("label_randomization_maps_")]) == (
+      config.report.example_images)
+  report = open(workdir / "report.md").read()
+  for section in ("## Memorization", "## Verdict", "## Localization"):
+    assert section in report
+  for method in config.methods:
+    assert f"`{method}`" in report
+  assert json.load(open(workdir / "summary.json"))["verdicts"] == json.loads(
+      json.dumps(summary["verdicts"]))
+
+
+def test_rows_put_the_trained_model_at_stage_zero_and_the_other_at_one(run):
+  config, workdir, summary = run
+  rows = _rows(workdir)
+  assert tuple(rows[0]) == common.FIELDS
+  n = summary["num_images"]
+  per_method = n * (2 * len(config.localization) + 2 * len(config.similarity))
+  assert len(rows) == len(config.methods) * per_method
+  stages = {}
+  for r in rows:
+    stages.setdefault(r["metric"], set()).add(r["stage"])
+  for metric in config.localization:
+    assert stages[metric] == {"0", "1"}
+  for metric in config.similarity:
+    assert stages[metric] == {"1"}
+    assert stages[f"{metric}_different_images"] == {"0"}
+
+
+def test_verdicts_and_differences_follow_the_rows(run):
+  config, workdir, summary = run
+  rows = _rows(workdir)
+  for method in config.methods:
+    for metric in config.similarity:
+      verdict = summary["verdicts"][method][metric]
+      similar = [float(r["value"]) for r in rows if r["method"] == method
+                 and r["metric"] == metric]
+      assert verdict["similarity"][0] == pytest.approx(np.mean(similar))
+      assert verdict["passed"] == (verdict["similarity"][0] < verdict["baseline"][0])
+    for metric in config.localization:
+      values = [np.array([float(r["value"]) for r in rows if r["method"] == method
+                          and r["metric"] == metric and r["stage"] == s])
+                for s in ("0", "1")]
+      difference = summary["localization_difference"][metric][method]["difference"]
+      assert difference[0] == pytest.approx(np.mean(values[0] - values[1]))
+
+
+def test_tiny_budget_is_reported_as_not_reached(run):
+  config, workdir, summary = run
+  record = summary["memorization"]
+  settings = config.label_randomization
+  assert not record["reached"] and record["stopped"] == "step budget spent"
+  assert record["steps"] == settings.max_steps
+  steps = [r["steps"] for r in record["rounds"]]
+  assert steps == list(range(config.train.steps, settings.max_steps + 1,
+                             config.train.steps))
+  assert all(r["train_accuracy"] < settings.target_train_accuracy
+             for r in record["rounds"])
+  assert "**Not memorized**" in open(workdir / "report.md").read()
+  trained = io_utils.read_json(workdir / "models" / lr.TAG / train.SUMMARY)
+  assert trained["randomize_labels"] and trained["steps"] == settings.max_steps
+
+
+def test_memorization_stops_at_a_reachable_target(run, tmp_path):
+  config, _, summary = run
+  first = summary["memorization"]["rounds"][0]
+  config = quick_config(config.data_dir)
+  # Training is deterministic: the first round reaches its own accuracy again.
+  config.label_randomization.target_train_accuracy = first["train_accuracy"]
+  _, record = lr.memorize(config, str(tmp_path), in_channels=1)
+  assert record["reached"] and record["stopped"] == "target reached"
+  assert record["steps"] == config.train.steps < config.label_randomization.max_steps
+  assert len(record["rounds"]) == 1
+
+
+def test_memorization_loop_trains_in_rounds_and_resumes(run, tmp_path, monkeypatch):
+  config, _, _ = run
+  config = quick_config(config.data_dir)
+  config.train.steps = 100
+  config.label_randomization.update(target_train_accuracy=0.95, max_steps=1000)
+  accuracies = iter([0.5, 0.8, 0.97, 0.99])
+  calls = []
+
+  def fake_training(cfg, directory):
+    calls.append((cfg.train.steps, cfg.train.randomize_labels, cfg.train.augment))
+    summary = {"steps": cfg.train.steps, "train": {"accuracy": next(accuracies)},
+               "test": {"auc": 0.5}}
+    io_utils.write_json(os.path.join(directory, train.SUMMARY), summary)
+    return summary
+
+  monkeypatch.setattr(train, "train_and_evaluate", fake_training)
+  monkeypatch.setattr(train, "restore_model", lambda *args: "model")
+  model, record = lr.memorize(config, str(tmp_path), in_channels=1)
+  assert model == "model"
+  assert calls == [(100, True, False), (200, True, False), (300, True, False)]
+  assert record["reached"] and record["steps"] == 300
+  assert [r["train_accuracy"] for r in record["rounds"]] == [0.5, 0.8, 0.97]
+  # A rerun finds the target reached and trains no more.
+  _, again = lr.memorize(config, str(tmp_path), in_channels=1)
+  assert len(calls) == 3 and again["rounds"] == record["rounds"]
+  # A budget that is not a multiple of the round ends with a short round.
+  calls.clear()
+  accuracies = iter([0.5, 0.6, 0.7])
+  config.label_randomization.max_steps = 250
+  _, record = lr.memorize(config, str(tmp_path / "budget"), in_channels=1)
+  assert [c[0] for c in calls] == [100, 200, 250]
+  assert not record["reached"] and record["stopped"] == "step budget spent"
+
+
+def test_randomized_training_labels_are_a_permutation(run):
+  config, workdir, summary = run
+  record = summary["memorization"]
+  randomized = lr.randomized_config(config, record["steps"])
+  true, permuted = lr.training_labels(randomized)
+  np.testing.assert_array_equal(true, data_lib.load(config, "train")["label"])
+  np.testing.assert_array_equal(np.sort(true), np.sort(permuted))
+  assert np.mean(true != permuted) > 0.2
+  assert record["label_agreement"] == pytest.approx(np.mean(true == permuted))
+  # These are the labels the model was trained on: its accuracy on them is
+  # the one train.py reported, and it fits them better than the true ones.
+  model = train.restore_model(randomized, str(workdir / "models" / lr.TAG), 1)
+  images = jnp.asarray(data_lib.load(randomized, "train")["image"])
+  predicted = np.asarray(jnp.argmax(model(images), axis=-1))
+  # (One borderline image may round the other way between batch sizes.)
+  assert np.mean(predicted == permuted) == pytest.approx(
+      record["train_accuracy"], abs=1.5 / true.size)
+  assert np.mean(predicted == permuted) > np.mean(predicted == true)
+
+
+def test_rerun_resumes_without_retraining(run):
+  config, workdir, _ = run
+  before = open(workdir / "results.csv").read()
+  trained = workdir / "models" / lr.TAG / train.SUMMARY
+  kept = common.part_path(str(workdir), "label_randomization-gradient")
+  removed = common.part_path(str(workdir), "label_randomization-gradcam")
+  mtimes = os.path.getmtime(kept), os.path.getmtime(trained)
+  os.remove(removed)
+  main_lib.run(config, str(workdir))
+  assert (os.path.getmtime(kept), os.path.getmtime(trained)) == mtimes
+  assert os.path.exists(removed)
+  assert open(workdir / "results.csv").read() == before
+
+
+def test_bad_label_randomization_keys_are_refused():
+  config = quick_config("/nonexistent")
+  config.label_randomization.target_train_accuracy = 0.0
+  with pytest.raises(ValueError, match=r"label_randomization.target_train_accuracy"):
+    config_lib.validate(config)
+  config = quick_config("/nonexistent")
+  config.label_randomization.num_train = config.synthetic.num_train + 1
+  with pytest.raises(ValueError, match=r"label_randomization.num_train"):
+    config_lib.validate(config)

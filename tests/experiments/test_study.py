@@ -1,0 +1,48 @@
+"""The whole study: sub-tests share one trained model; one PASS/FAIL table."""
+
+import json
+import os
+
+import pytest
+
+from saliency_jax import config as config_lib
+from saliency_jax import main as main_lib
+from saliency_jax.experiments import study
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_study_runs_tests_in_subfolders_and_tabulates_verdicts(tmp_path):
+  config = config_lib.load_file(os.path.join(ROOT, "configs", "study.py"), "quick")
+  config.data_dir = str(tmp_path / "data")
+  config.study.tests = ("cascade", "localization")
+  workdir = tmp_path / "study"
+  summary = main_lib.run(config, str(workdir))
+  # One model trained, shared by both tests.
+  assert os.listdir(workdir / "models") == ["trained"]
+  for test in config.study.tests:
+    assert (workdir / test / "report.md").exists()
+    assert not (workdir / test / "models").exists()
+  cascade = json.load(open(workdir / "cascade" / "summary.json"))
+  assert summary["passed"]["gradcam"]["cascade"] == (
+      cascade["verdicts"]["gradcam"][cascade["verdict_metric"]]["passed"])
+  report = open(workdir / "report.md").read()
+  for method in config.methods:
+    row = next(l for l in report.splitlines() if l.startswith(f"| `{method}` |"))
+    assert row.count("PASS") + row.count("FAIL") == 2
+  assert "(cascade/report.md)" in report and "(localization/report.md)" in report
+
+
+def test_verdicts_of_reads_each_summary_kind():
+  cascade = {"verdict_metric": "ssim",
+             "verdicts": {"a": {"ssim": {"passed": True}, "spearman": {"passed": False}},
+                          "b": {"spearman": {"passed": True}}}}
+  assert study.verdicts_of("cascade", cascade) == {"a": True, "b": None}
+  assert study.verdicts_of("localization", {"better_than_controls": {"a": 0}}) == {"a": False}
+
+
+def test_unknown_test_is_named():
+  config = config_lib.load_file(os.path.join(ROOT, "configs", "study.py"), "quick")
+  config.study.tests = ("cascade", "vibes")
+  with pytest.raises(ValueError, match="config.study.tests='vibes' is not allowed"):
+    config_lib.validate(config)
