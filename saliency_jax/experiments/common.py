@@ -10,6 +10,7 @@ is assembled from them.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import os
 import time
@@ -100,6 +101,7 @@ def evaluation_images(config: ml_collections.ConfigDict,
   return {k: v[chosen] for k, v in data.items()}
 
 
+@jax.jit
 def predicted_classes(explainee: saliency.Explainee, images: jax.Array) -> jax.Array:
   """argmax of the logits: both papers explained the predicted class."""
   return jnp.argmax(jax.vmap(explainee.logits)(images), axis=-1)
@@ -148,14 +150,25 @@ def _postprocess_batch(raw: jax.Array) -> jax.Array:
 def localization_scores(maps: jax.Array, masks: jax.Array,
                         names: Sequence[str]) -> dict[str, np.ndarray]:
   """Each metric of ``names`` for maps (..., N, H, W) against masks (N, H, W)."""
-  out = {}
-  for name in names:
-    fn = localization.LOCALIZATION[name]
-    per_image = jax.vmap(fn)
-    for _ in range(maps.ndim - 3):
-      per_image = jax.vmap(per_image, in_axes=(0, None))
-    out[name] = np.asarray(jax.jit(per_image)(maps, masks))
-  return out
+  return {name: np.asarray(_batched_localization(name, maps.ndim)(maps, masks))
+          for name in names}
+
+
+@functools.lru_cache(maxsize=None)
+def _batched_localization(name: str, ndim: int):
+  """One jitted program per (metric, rank): fresh jits would recompile."""
+  per_image = jax.vmap(localization.LOCALIZATION[name])
+  for _ in range(ndim - 3):
+    per_image = jax.vmap(per_image, in_axes=(0, None))
+  return jax.jit(per_image)
+
+
+@functools.lru_cache(maxsize=None)
+def _batched_similarity(name: str, ndim: int):
+  batched = similarity.SIMILARITY[name]
+  for _ in range(ndim - 2):
+    batched = jax.vmap(batched)
+  return jax.jit(batched)
 
 
 def similarity_scores(a: jax.Array, b: jax.Array,
@@ -170,10 +183,7 @@ def similarity_scores(a: jax.Array, b: jax.Array,
                                        b_np.reshape(-1, *b_np.shape[-2:]))]
       out[name] = np.asarray(flat, np.float64).reshape(a_np.shape[:-2])
       continue
-    batched = fn
-    for _ in range(a.ndim - 2):
-      batched = jax.vmap(batched)
-    out[name] = np.asarray(jax.jit(batched)(a, b))
+    out[name] = np.asarray(_batched_similarity(name, a.ndim)(a, b))
   return out
 
 
