@@ -275,7 +275,7 @@ def plot(results: dict[str, Any], path: str) -> None:
                f"px, {env['backend']} ({env['device_kind']}), JAX "
                f"{env['jax']}", fontsize=10)
   # Atomic, and readable by the other users of a shared results folder.
-  figures._save(fig, path)  # pylint: disable=protected-access
+  figures.save(fig, path)
 
 
 # --- setup -----------------------------------------------------------------

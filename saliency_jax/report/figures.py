@@ -112,7 +112,7 @@ def map_grid(path: str, image: np.ndarray, boxes: np.ndarray, num_boxes: int,
   colorbar.set_label("saliency (normalized)", fontsize=_FONT)
   colorbar.ax.tick_params(labelsize=_FONT - 1)
   fig.suptitle(title, fontsize=_FONT + 3)
-  _save(fig, path)
+  save(fig, path)
 
 
 def metric_vs_stage(path: str,
@@ -183,7 +183,7 @@ def metric_vs_stage(path: str,
   elif baselines:
     fig.legend(handles=[axes[0].get_lines()[-1]], loc="outside upper right",
                fontsize=_FONT, frameon=False)
-  _save(fig, path)
+  save(fig, path)
 
 
 def _curve(name: str, curve, num_stages: int) -> tuple[np.ndarray, ...]:
@@ -257,7 +257,7 @@ def metric_bars(path: str,
   ax.grid(axis="y", alpha=0.3)
   fig.suptitle(title, fontsize=_FONT + 2)
   fig.legend(loc="outside right upper", fontsize=_FONT, frameon=False)
-  _save(fig, path)
+  save(fig, path)
 
 
 # ---------------------------------------------------------------- helpers ---
@@ -310,7 +310,7 @@ def _colors(count: int) -> list:
   return [palette(i % palette.N) for i in range(count)]
 
 
-def _save(fig: Figure, path: str) -> None:
+def save(fig: Figure, path: str) -> None:
   """PNG through a temporary file in the same folder, then a rename.
 
   The temporary name is made here rather than by ``tempfile.mkstemp``, whose
