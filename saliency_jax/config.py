@@ -25,7 +25,7 @@ EXPERIMENTS = {
     "study": "saliency_jax.experiments.study:run",
 }
 
-DATASETS = ("synthetic_cxr",)
+DATASETS = ("synthetic_cxr", "rsna_pneumonia", "siim_acr_pneumothorax", "image_folder")
 MODELS = ("small_cnn", "inception_v3", "densenet121")
 
 
@@ -42,6 +42,15 @@ def base_config() -> ml_collections.ConfigDict:
   c.synthetic = ml_collections.ConfigDict(dict(
       seed=0, num_train=2000, num_validation=250, num_test=250, prevalence=0.5,
       shortcut=config_dict.placeholder(float)))
+  # Bad files / CSV rows in a manual download: 'error' stops the build naming
+  # the first one; 'skip' leaves them out and counts them in the metadata.
+  c.on_bad_input = "error"
+  c.real_data = ml_collections.ConfigDict(dict(
+      classes="opacity_vs_normal",  # RSNA: or "all" (keeps "No Lung Opacity / Not Normal")
+      split_seed=0,  # patient-level splits, independent of config.seed
+      split_fractions=(0.8, 0.1, 0.1),
+      split_dir=config_dict.placeholder(str),  # {train,validation,test}.txt, one id a line
+      num_workers=config_dict.placeholder(int)))  # decoding processes; None: all cores
   # Model.
   c.model = "small_cnn"
   c.width = 0.25
@@ -145,6 +154,31 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if s.shortcut is not None and not 0.0 <= s.shortcut <= 1.0:
       raise ValueError(f"config.synthetic.shortcut={s.shortcut!r}: expected "
                        "None (off) or a probability in [0, 1]")
+  else:
+    _check_real_data(config)
+
+
+def _check_real_data(config: ml_collections.ConfigDict) -> None:
+  """Keys of the datasets built from manual downloads (RSNA, SIIM-ACR, image_folder)."""
+  if not config.manual_dir:
+    raise ValueError(f"config.manual_dir: config.dataset={config.dataset!r} is built from "
+                     "files you download yourself; set --config.manual_dir=PATH "
+                     "(see the README's Real data section)")
+  if not os.path.isdir(config.manual_dir):
+    raise ValueError(f"config.manual_dir={config.manual_dir!r}: no such directory")
+  _check_choice("on_bad_input", config.on_bad_input, ("error", "skip"))
+  r = config.real_data
+  _check_choice("real_data.classes", r.classes, ("opacity_vs_normal", "all"))
+  fractions = tuple(r.split_fractions)
+  if (len(fractions) != 3 or any(f < 0 for f in fractions)
+      or abs(sum(fractions) - 1.0) > 1e-6):
+    raise ValueError(f"config.real_data.split_fractions={fractions}: expected three "
+                     "non-negative fractions (train, validation, test) summing to 1")
+  if r.split_dir is not None and not os.path.isdir(r.split_dir):
+    raise ValueError(f"config.real_data.split_dir={r.split_dir!r}: no such directory")
+  if r.num_workers is not None and r.num_workers < 0:
+    raise ValueError(f"config.real_data.num_workers={r.num_workers}: expected None "
+                     "(all cores), 0 (no worker processes) or a positive count")
 
 
 def _check_study(config: ml_collections.ConfigDict) -> None:

@@ -3,7 +3,10 @@
 Every dataset gives the same record format (see
 :func:`saliency_jax.data.pipeline.load_split`): ``image`` (N, H, W, C) float32
 in [0, 1], ``label``, ``boxes`` (N, 4, 4) ``(x, y, w, h)``, ``num_boxes``,
-``mask`` (N, H, W) bool and ``id``.
+``mask`` (N, H, W) bool and ``id``; the real datasets add DICOM header fields.
+Datasets: ``synthetic_cxr`` (built in), ``rsna_pneumonia``,
+``siim_acr_pneumothorax`` and ``image_folder`` (built from files in
+``config.manual_dir``; see each builder's module docstring for the layout).
 """
 
 from __future__ import annotations
@@ -23,7 +26,20 @@ def builder_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
     return dict(image_size=config.image_size, seed=s.seed, num_train=s.num_train,
                 num_validation=s.num_validation, num_test=s.num_test,
                 prevalence=s.prevalence, shortcut=s.shortcut)
-  raise ValueError(f"config.dataset={config.dataset!r} is not supported yet")
+  r = config.real_data
+  options = dict(manual_dir=config.manual_dir, image_size=config.image_size,
+                 split_seed=r.split_seed, split_fractions=tuple(r.split_fractions),
+                 split_dir=r.split_dir, on_bad_input=config.on_bad_input,
+                 num_workers=r.num_workers)
+  if config.dataset == "rsna_pneumonia":
+    options["classes"] = r.classes
+  return options
+
+
+def metadata(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """What building ``config.dataset`` recorded: skipped bad inputs by kind, classes left out."""
+  return pipeline.dataset_metadata(config.dataset, data_dir=config.data_dir,
+                                   **builder_options(config))
 
 
 def load(config: ml_collections.ConfigDict, split: str) -> dict[str, np.ndarray]:

@@ -11,7 +11,10 @@ bit-identical.
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
+import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from saliency_jax.data import synthetic
+from saliency_jax.data import manual, synthetic
 
 
 def _synthetic_cxr(data_dir: str | None, **options: Any):
@@ -33,10 +36,77 @@ def _synthetic_cxr(data_dir: str | None, **options: Any):
   return SyntheticCxr(data_dir=data_dir, config=make_config(**options))
 
 
-# config.dataset -> builder factory (data_dir, **options) -> tfds DatasetBuilder.
-# `rsna_pneumonia`, `siim_acr_pneumothorax`, `image_folder` plug in here with
-# the same record format: image (H, W, C), label, boxes (K, 4), mask, id.
-_BUILDERS: dict[str, Callable[..., Any]] = {"synthetic_cxr": _synthetic_cxr}
+def _manual(module: str, cls: str) -> Callable[..., Any]:
+  """Factory for a manual-download builder: options go to its ``make_config``."""
+  def factory(data_dir: str | None, *, manual_dir: str | None = None, **options: Any):
+    if not manual_dir:
+      raise ValueError(f"config.manual_dir: the {module} dataset is built from files you "
+                       "download yourself; set --config.manual_dir=PATH (README: Real data)")
+    if not os.path.isdir(manual_dir):
+      raise ValueError(f"config.manual_dir={manual_dir!r}: no such directory")
+    package = importlib.import_module(f"saliency_jax.data.{module}")
+    from saliency_jax.data import manual_builder  # pylint: disable=g-import-not-at-top
+    shared = set(inspect.signature(manual_builder.make_config).parameters)
+    allowed = sorted((set(inspect.signature(package.make_config).parameters) | shared)
+                     - {"options", "label_files", "stamp_extra"})
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+      raise ValueError(f"{module}: unknown builder options {unknown}; allowed: {allowed}")
+    config = package.make_config(manual_dir=manual_dir, **options)
+    return getattr(package, cls)(data_dir=data_dir, config=config)
+  return factory
+
+
+# config.dataset -> builder factory (data_dir, **options) -> tfds DatasetBuilder,
+# all with the same record format: image (H, W, C), label, boxes (K, 4), mask, id.
+_BUILDERS: dict[str, Callable[..., Any]] = {
+    "synthetic_cxr": _synthetic_cxr,
+    "rsna_pneumonia": _manual("rsna_pneumonia", "RsnaPneumonia"),
+    "siim_acr_pneumothorax": _manual("siim_acr_pneumothorax", "SiimAcrPneumothorax"),
+    "image_folder": _manual("image_folder", "ImageFolder"),
+}
+# Record fields beyond the common format that are stacked when a dataset has them.
+_TEXT_FIELDS = ("view_position", "sex", "patient_id", "class")
+_REPORTED: set[str] = set()  # builds whose skip counts were printed by this process
+
+
+def _quiet_custom_config(record: logging.LogRecord) -> bool:
+  # Every manual-download config is made per run (its name carries a CSV
+  # fingerprint), so TFDS's "Using custom data configuration" says nothing.
+  return not str(record.msg).startswith("Using custom data configuration")
+
+
+logging.getLogger("absl").addFilter(_quiet_custom_config)
+
+
+def builder(name: str, *, data_dir: str | None, **builder_options: Any):
+  """The TFDS builder of ``config.dataset`` ``name``, built into ``data_dir`` if needed."""
+  if name not in _BUILDERS:
+    raise ValueError(f"config.dataset={name!r} is not supported; allowed values: "
+                     f"{sorted(_BUILDERS)}")
+  manual_dir = builder_options.get("manual_dir")
+  b = _BUILDERS[name](data_dir, **builder_options)
+  # data_path first: is_prepared() logs a warning for a missing directory.
+  if not (b.data_path.exists() and b.is_prepared()):
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    print(f"{name}: building {b.info.full_name} in {b.data_dir} ...", flush=True)
+    start = time.perf_counter()
+    b.download_and_prepare(file_format="array_record",
+                           download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    print(f"{name}: built {b.info.full_name} in {time.perf_counter() - start:.1f} s",
+          flush=True)
+  skipped = (b.info.metadata or {}).get("num_skipped", 0)
+  if skipped and b.data_dir not in _REPORTED:
+    _REPORTED.add(b.data_dir)
+    print(f"{name}: {skipped} bad input(s) were skipped when it was built: "
+          f"{b.info.metadata['skipped']} (listed in {b.data_dir}/metadata.json)", flush=True)
+  return b
+
+
+def dataset_metadata(name: str, *, data_dir: str | None, **builder_options: Any
+                     ) -> dict[str, Any]:
+  """What a build recorded beyond the examples: skip counts, classes left out, ..."""
+  return dict(builder(name, data_dir=data_dir, **builder_options).info.metadata or {})
 
 
 def load_split(name: str, split: str, *, data_dir: str | None,
@@ -51,30 +121,31 @@ def load_split(name: str, split: str, *, data_dir: str | None,
       image_size, num_train, num_validation, num_test, prevalence, shortcut, seed).
 
   Returns:
-    ``image`` (N, H, W, C) float32, ``label`` (N,) int32, ``boxes``
-    (N, MAX_BOXES, 4) float32 ``(x, y, w, h)`` padded with 0, ``num_boxes`` (N,)
-    int32, ``mask`` (N, H, W) bool, ``id`` (N,) str.
+    ``image`` (N, H, W, C) float32 in [0, 1], ``label`` (N,) int32, ``boxes``
+    (N, K, 4) float32 ``(x, y, w, h)`` padded with 0 (K = max(MAX_BOXES, most
+    boxes of an example)), ``num_boxes`` (N,) int32, ``mask`` (N, H, W) bool,
+    ``id`` (N,) str; the manual-download datasets add the header fields
+    ``view_position``, ``sex``, ``patient_id`` (str), ``age`` (float32 years,
+    NaN if unknown) and, for RSNA, ``class``.
   """
-  if name not in _BUILDERS:
-    raise ValueError(f"config.dataset={name!r} is not supported; allowed values: "
-                     f"{sorted(_BUILDERS)}")
-  builder = _BUILDERS[name](data_dir, **builder_options)
-  # data_path first: is_prepared() logs a warning for a missing directory.
-  if not (builder.data_path.exists() and builder.is_prepared()):
-    print(f"{name}: building {builder.info.full_name} in {builder.data_dir} ...", flush=True)
-    start = time.perf_counter()
-    builder.download_and_prepare(file_format="array_record")
-    print(f"{name}: built {builder.info.full_name} in {time.perf_counter() - start:.1f} s",
-          flush=True)
-  if split not in builder.info.splits:
-    raise ValueError(f"{name}/{builder.info.config_name}: no split {split!r}; available: "
-                     f"{sorted(builder.info.splits)}")
-  source = builder.as_data_source(split=split)
+  b = builder(name, data_dir=data_dir, **builder_options)
+  if split not in b.info.splits:
+    raise ValueError(f"{name}/{b.info.config_name}: no split {split!r}; available: "
+                     f"{sorted(b.info.splits)}")
+  source = b.as_data_source(split=split)
   records = source.__getitems__(range(len(source)))
-  examples = [dict(r, id=r["id"].decode() if isinstance(r["id"], bytes) else r["id"])
+  examples = [{k: v.decode() if isinstance(v, bytes) else v for k, v in r.items()}
               for r in records]
-  return synthetic.stack_examples(examples,
-                                  image_shape=tuple(builder.info.features["image"].shape))
+  image_feature = b.info.features["image"]
+  arrays = synthetic.stack_examples(examples, image_shape=tuple(image_feature.shape))
+  if image_feature.np_dtype == np.uint16:  # manual datasets store [0, 1] as uint16
+    arrays["image"] = arrays["image"] / np.float32(manual.IMAGE_SCALE)
+  for field in _TEXT_FIELDS:
+    if field in b.info.features:
+      arrays[field] = np.array([e[field] for e in examples], dtype=str)
+  if "age" in b.info.features:
+    arrays["age"] = np.array([e["age"] for e in examples], np.float32)
+  return arrays
 
 
 @functools.partial(jax.jit, static_argnames=("num_examples", "batch_size", "shuffle",

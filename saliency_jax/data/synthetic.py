@@ -403,20 +403,19 @@ def generate(seed: int, start: int, count: int, **options: Any) -> dict[str, np.
 
 def stack_examples(examples: list[dict[str, Any]], *,
                    image_shape: tuple[int, int, int]) -> dict[str, np.ndarray]:
-  """Stacks examples with 0..MAX_BOXES boxes each into arrays; box rows padded with 0.
+  """Stacks examples into arrays; box rows padded with 0 to K = max(MAX_BOXES, most boxes).
 
   Returns ``image`` (N, H, W, C) float32, ``label`` (N,) int32, ``boxes``
-  (N, MAX_BOXES, 4) float32, ``num_boxes`` (N,) int32, ``mask`` (N, H, W) bool,
+  (N, K, 4) float32, ``num_boxes`` (N,) int32, ``mask`` (N, H, W) bool,
   ``id`` (N,) str; ``image_shape`` = (H, W, C) gives the shapes when N = 0.
   """
   n = len(examples)
-  boxes = np.zeros((n, MAX_BOXES, 4), np.float32)
+  most = max([MAX_BOXES] + [len(e["boxes"]) for e in examples])
+  boxes = np.zeros((n, most, 4), np.float32)
   num_boxes = np.zeros((n,), np.int32)
   for i, e in enumerate(examples):
     k = len(e["boxes"])
-    if k > MAX_BOXES:
-      raise ValueError(f"example {e['id']} has {k} boxes, more than MAX_BOXES={MAX_BOXES}")
-    boxes[i, :k] = e["boxes"]
+    boxes[i, :k] = np.asarray(e["boxes"]).reshape(k, 4)
     num_boxes[i] = k
   if n == 0:
     return dict(image=np.zeros((0, *image_shape), np.float32),

@@ -1,0 +1,94 @@
+"""`image_folder`: bring-your-own chest films (DICOM or PNG) with boxes or masks.
+
+Layout of ``manual_dir``::
+
+  images/<image_id>.dcm | .png    (subfolders allowed; ids must be unique)
+  labels.csv                      boxes: image_id,x,y,width,height,label
+                                  (one row per box; empty x..height for an image
+                                  without a box), or masks: image_id,label
+  masks/<image_id>.png            masks only: nonzero = abnormal; same size as
+                                  the image; optional for label-0 images
+
+``label`` is 0 or 1. An optional ``patient_id`` column groups images of one
+patient into one split. Boxes are ``(x, y, width, height)`` in the file's
+pixels, ``(x, y)`` the top-left corner. Images are resized to ``image_size``
+squared (non-square films are stretched; boxes follow).
+"""
+
+from __future__ import annotations
+
+import os
+
+import tensorflow_datasets as tfds
+
+from saliency_jax.data import manual, manual_builder
+
+LABELS_CSV = "labels.csv"
+IMAGES = "images"
+MASKS = "masks"
+
+
+def make_config(*, manual_dir: str, classes: str | None = None, **options
+                ) -> manual_builder.ManualConfig:
+  """The builder config (options: see `manual_builder.make_config`)."""
+  del classes  # RSNA's option
+  return manual_builder.make_config(
+      manual_dir=manual_dir,
+      label_files=((LABELS_CSV, "image_id,x,y,width,height,label or image_id,label"),),
+      # Two folders may hold the same labels.csv with different images.
+      stamp_extra=os.path.abspath(manual_dir), **options)
+
+
+class ImageFolder(tfds.core.GeneratorBasedBuilder):
+  """A user's own labelled chest films."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "First release."}
+  BUILDER_CONFIGS = []
+  MANUAL_DOWNLOAD_INSTRUCTIONS = """
+  Put images/, labels.csv and (for masks) masks/ in one folder and pass it as
+  --config.manual_dir; see saliency_jax/data/image_folder/image_folder.py.
+  """
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return manual_builder.info(
+        self, description="User-supplied chest films with boxes or masks (image_folder).",
+        label_names=("negative", "positive"))
+
+  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+    c = self.builder_config
+    root = os.fspath(dl_manager.manual_dir)
+    problems = manual.Problems(c.on_bad_input)
+    labels_path = os.path.join(root, LABELS_CSV)
+    with_boxes = any(k in manual.csv_columns(labels_path) for k in ("x", "y", "width"))
+    labels = manual.read_box_csv(labels_path, problems, id_column="image_id",
+                                 label_column="label", with_boxes=with_boxes,
+                                 group_column="patient_id")
+    files = manual.find_files(os.path.join(root, IMAGES), (".dcm", ".png"),
+                              "the image files (.dcm or .png)")
+    masks = {} if with_boxes else manual.find_files(
+        os.path.join(root, MASKS), (".png",),
+        f"masks/<image_id>.png: {LABELS_CSV} has no box columns")
+    for kind, found in (("unlabelled_image", files), ("unlabelled_mask", masks)):
+      for image_id in sorted(set(found) - set(labels.named)):
+        problems.record(kind, found[image_id], f"no row of {LABELS_CSV} names {image_id}")
+    groups = {i: g for i, (_, _, g) in labels.labels.items()}
+    split_of = manual.splits_for(sorted({groups.get(i, i) for i in labels.named}),
+                                 seed=c.split_seed, fractions=c.split_fractions,
+                                 split_dir=c.split_dir, problems=problems)
+    tasks: dict[str, list[manual.Task]] = {s: [] for s in manual.SPLITS}
+    for image_id, (label, boxes, group) in labels.labels.items():
+      if image_id not in files:
+        problems.record("missing_image", os.path.join(root, IMAGES, image_id),
+                        f"no .dcm or .png file; {LABELS_CSV} names {image_id}")
+      elif not with_boxes and label == 1 and image_id not in masks:
+        problems.record("missing_mask", os.path.join(root, MASKS, f"{image_id}.png"),
+                        f"no mask for positive image {image_id}")
+      elif group in split_of:  # otherwise counted by splits_for
+        tasks[split_of[group]].append(manual.Task(
+            id=image_id, path=files[image_id], label=label, size=c.image_size,
+            boxes=tuple(boxes), mask_path=masks.get(image_id)))
+    return manual_builder.split_generators(self, tasks, problems)
+
+  def _generate_examples(self):
+    raise NotImplementedError("_split_generators returns the generators")

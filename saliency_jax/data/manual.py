@@ -1,0 +1,572 @@
+"""What the manual-download builders share: bad-input policy, splits, resizing, parallel decoding.
+
+The real datasets (RSNA Pneumonia, SIIM-ACR Pneumothorax, a user's own
+folder) are read from files people download themselves. Everything here turns
+those files into examples of the common record format (``image`` (S, S, 1),
+``label``, ``boxes`` (K, 4) ``(x, y, w, h)``, ``mask`` (S, S), ``id`` plus
+header fields) and enforces one rule: a bad file or CSV row either stops the
+build with one line naming it (``on_bad_input='error'``) or is left out and
+counted (``'skip'``); the counts go into the dataset's metadata.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import csv
+import dataclasses
+import hashlib
+import math
+import multiprocessing
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+SPLITS = ("train", "validation", "test")
+ON_BAD_INPUT = ("error", "skip")
+# Images are stored as uint16 (1024^2 16-bit DICOMs lose nothing that matters
+# at 320 px, and float32 would quadruple a 26k-image dataset on disk).
+IMAGE_SCALE = 65535
+
+
+class BadInputError(ValueError):
+  """A file or CSV row that does not fit the documented layout."""
+
+
+@dataclasses.dataclass
+class Problems:
+  """Applies ``on_bad_input``: raise at the first problem, or count it by kind.
+
+  ``record(kind, where, what)`` raises :class:`BadInputError` in ``'error'``
+  mode; in ``'skip'`` mode it counts ``kind`` and keeps the first messages, so
+  a report can say what was left out and why.
+  """
+
+  mode: str = "error"
+  counts: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+  examples: list[str] = dataclasses.field(default_factory=list)
+
+  def __post_init__(self):
+    if self.mode not in ON_BAD_INPUT:
+      raise ValueError(f"config.on_bad_input={self.mode!r} is not allowed; expected one "
+                       f"of {ON_BAD_INPUT}")
+
+  def record(self, kind: str, where: str, what: str) -> None:
+    message = f"{where}: {what}"
+    if self.mode == "error":
+      raise BadInputError(f"{message} (pass --config.on_bad_input=skip to leave such "
+                          "examples out; they are counted in the dataset metadata)")
+    self.counts[kind] += 1
+    if len(self.examples) < 20:
+      self.examples.append(message)
+
+  def metadata(self) -> dict[str, Any]:
+    return dict(on_bad_input=self.mode, skipped=dict(sorted(self.counts.items())),
+                num_skipped=int(sum(self.counts.values())), skipped_examples=self.examples)
+
+
+def fingerprint(paths: Iterable[str | os.PathLike], extra: str = "") -> str:
+  """8 hex digits of SHA-1 over the files' bytes (and ``extra``): a cache key for the labels."""
+  digest = hashlib.sha1(extra.encode())
+  for path in paths:
+    with open(path, "rb") as f:
+      for block in iter(lambda: f.read(1 << 20), b""):
+        digest.update(block)
+  return digest.hexdigest()[:8]
+
+
+def require_file(path: str, what: str) -> str:
+  if not os.path.isfile(path):
+    raise BadInputError(f"{path}: missing; expected {what}")
+  return path
+
+
+def csv_columns(path: str) -> list[str]:
+  """The stripped column names of ``path``'s header row ([] for an empty file)."""
+  with open(path, newline="") as f:
+    return [h.strip() for h in next(csv.reader(f), [])]
+
+
+def read_csv(path: str, required: Sequence[str]) -> list[tuple[int, dict[str, str]]]:
+  """Rows of ``path`` as ``(line number, {column: stripped value})``.
+
+  Column names are stripped (SIIM's header is ``ImageId, EncodedPixels``). A
+  missing required column is always an error: no row could be read without it.
+  """
+  with open(path, newline="") as f:
+    reader = csv.reader(f)
+    try:
+      header = [h.strip() for h in next(reader)]
+    except StopIteration:
+      raise BadInputError(f"{path}: empty file; expected a header row with columns "
+                          f"{list(required)}") from None
+    missing = [c for c in required if c not in header]
+    if missing:
+      raise BadInputError(f"{path}: missing column(s) {missing}; expected columns "
+                          f"{list(required)}, found {header}")
+    rows = []
+    for values in reader:
+      if not any(v.strip() for v in values):
+        continue  # blank line
+      line = reader.line_num
+      if len(values) != len(header):
+        rows.append((line, {"__malformed__": f"{len(values)} fields, header has "
+                                             f"{len(header)}"}))
+        continue
+      rows.append((line, {h: v.strip() for h, v in zip(header, values)}))
+  return rows
+
+
+def parse_box(row: dict[str, str], keys: Sequence[str] = ("x", "y", "width", "height")
+              ) -> tuple[float, float, float, float] | None:
+  """``(x, y, w, h)`` from a CSV row, None when all four are empty; ValueError otherwise."""
+  values = [row[k] for k in keys]
+  if all(v == "" for v in values):
+    return None
+  if any(v == "" for v in values):
+    raise ValueError(f"box columns {list(keys)} must be all empty or all numbers, got {values}")
+  try:
+    box = tuple(float(v) for v in values)
+  except ValueError:
+    raise ValueError(f"non-numeric box value in {dict(zip(keys, values))}") from None
+  if not all(math.isfinite(v) for v in box):
+    raise ValueError(f"non-finite box value in {dict(zip(keys, values))}")
+  if box[2] <= 0 or box[3] <= 0:
+    raise ValueError(f"box width and height must be positive, got {box[2]:g} x {box[3]:g}")
+  return box
+
+
+def box_outside(box: Sequence[float], height: int, width: int) -> str | None:
+  """Why ``box`` does not lie inside a ``height x width`` image, or None."""
+  x, y, w, h = box
+  if x < 0 or y < 0 or x + w > width or y + h > height:
+    return (f"box (x={x:g}, y={y:g}, width={w:g}, height={h:g}) extends outside the "
+            f"{width} x {height} image")
+  return None
+
+
+def assign_splits(groups: Sequence[str], *, seed: int,
+                  fractions: Sequence[float] = (0.8, 0.1, 0.1)) -> dict[str, str]:
+  """Group (patient) id -> split, a seeded permutation of the sorted ids cut by ``fractions``.
+
+  Deterministic in (the set of ids, seed, fractions): the permutation is
+  ``jax.random.permutation(PRNGKey(seed), n)`` over ``sorted(set(groups))``;
+  the first round(f_train n) go to train, the next round(f_val n) to
+  validation, the rest to test. Images of one patient share its split.
+  """
+  import jax  # pylint: disable=g-import-not-at-top  # builders run without JAX otherwise
+  if len(fractions) != 3 or any(f < 0 for f in fractions) or not math.isclose(
+      sum(fractions), 1.0, abs_tol=1e-6):
+    raise ValueError(f"config.real_data.split_fractions={tuple(fractions)}: expected three "
+                     "non-negative fractions (train, validation, test) summing to 1")
+  ids = sorted(set(groups))
+  order = np.asarray(jax.random.permutation(jax.random.PRNGKey(seed), len(ids)))
+  n_train = round(fractions[0] * len(ids))
+  n_val = round(fractions[1] * len(ids))
+  split_of = {}
+  for rank, index in enumerate(order):
+    split_of[ids[index]] = ("train" if rank < n_train else
+                            "validation" if rank < n_train + n_val else "test")
+  return split_of
+
+
+def read_split_dir(split_dir: str, problems: Problems, known: set[str]) -> dict[str, str]:
+  """Group id -> split from ``split_dir/{train,validation,test}.txt`` (one id per line).
+
+  An id named in two files is always an error (the splits would leak); an id
+  the dataset does not have is a bad input (error, or skipped and counted).
+  """
+  split_of: dict[str, str] = {}
+  for split in SPLITS:
+    path = require_file(os.path.join(split_dir, f"{split}.txt"),
+                        f"one {split} id per line (config.real_data.split_dir)")
+    with open(path) as f:
+      for line_number, line in enumerate(f, 1):
+        group = line.strip()
+        if not group:
+          continue
+        if group in split_of:
+          raise BadInputError(f"{path}:{line_number}: id {group!r} is already in the "
+                              f"{split_of[group]} split")
+        if group not in known:
+          problems.record("split_id_unknown", f"{path}:{line_number}",
+                          f"id {group!r} is not in the dataset")
+          continue
+        split_of[group] = split
+  return split_of
+
+
+def splits_for(groups: Sequence[str], *, seed: int, fractions: Sequence[float],
+               split_dir: str | None, problems: Problems) -> dict[str, str]:
+  """Group id -> split: from ``split_dir`` when given, else :func:`assign_splits`."""
+  if split_dir:
+    split_of = read_split_dir(split_dir, problems, set(groups))
+    unassigned = sorted(set(groups) - set(split_of))
+    for group in unassigned:
+      problems.record("not_in_split_files", split_dir, f"id {group!r} is in none of the "
+                      "split files")
+    return split_of
+  return assign_splits(groups, seed=seed, fractions=fractions)
+
+
+def check_nonempty(counts: dict[str, int], name: str) -> None:
+  """An empty split is always an error: no experiment can run on it."""
+  for split in SPLITS:
+    if counts.get(split, 0) == 0:
+      raise BadInputError(
+          f"{name}: split {split!r} has no examples (examples per split: "
+          f"{ {s: counts.get(s, 0) for s in SPLITS} }); add data, change "
+          "config.real_data.split_fractions or the split files")
+
+
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+  """(H, W) float in [0, 1] -> (size, size), bilinear with anti-aliasing when shrinking."""
+  from skimage import transform  # pylint: disable=g-import-not-at-top
+  if image.shape == (size, size):
+    return image.astype(np.float32)
+  out = transform.resize(image.astype(np.float64), (size, size), order=1,
+                         anti_aliasing=size < min(image.shape), preserve_range=True)
+  return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
+  """(H, W) bool -> (size, size): a pixel is set when at least half its area was."""
+  if mask.shape == (size, size):
+    return mask.astype(bool)
+  return resize_image(mask.astype(np.float32), size) >= 0.5
+
+
+def scale_boxes(boxes: np.ndarray, height: int, width: int, size: int) -> np.ndarray:
+  """Boxes ``(x, y, w, h)`` of a ``height x width`` image in ``size x size`` pixels."""
+  boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+  scale = np.array([size / width, size / height, size / width, size / height])
+  return (boxes * scale).astype(np.float32)
+
+
+def to_stored(image: np.ndarray) -> np.ndarray:
+  """[0, 1] float -> uint16, the on-disk form (:data:`IMAGE_SCALE`)."""
+  return np.round(np.clip(image, 0.0, 1.0) * IMAGE_SCALE).astype(np.uint16)
+
+
+def parallel_map(fn: Callable[[Any], Any], tasks: Sequence[Any], *, num_workers: int | None,
+                 desc: str) -> Iterator[Any]:
+  """``fn(task)`` for each task, in order, over a process pool with a progress bar.
+
+  ``num_workers=0`` runs in this process (tests, debugging); None uses every
+  core. Workers start with 'spawn': forking a process that runs JAX threads
+  can deadlock.
+  """
+  from tqdm import auto as tqdm  # pylint: disable=g-import-not-at-top
+  workers = (os.cpu_count() or 1) if num_workers is None else num_workers
+  bar = tqdm.tqdm(total=len(tasks), desc=desc, unit="img", mininterval=2.0,
+                  disable=len(tasks) < 64)
+  try:
+    if workers <= 1 or len(tasks) < 2:
+      for task in tasks:
+        yield fn(task)
+        bar.update()
+      return
+    context = multiprocessing.get_context("spawn")
+    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context)
+    try:
+      chunk = max(1, min(32, len(tasks) // (4 * workers)))
+      for result in pool.map(fn, tasks, chunksize=chunk):
+        yield result
+        bar.update()
+    finally:
+      # A build stopped by a bad input must not decode the rest first.
+      pool.shutdown(wait=True, cancel_futures=True)
+  finally:
+    bar.close()
+
+
+def decode_rle(encoded: str, height: int, width: int) -> np.ndarray:
+  """SIIM-ACR's relative run-length encoding -> (height, width) bool mask.
+
+  ``encoded`` is pairs ``start length``: each start counts pixels from the
+  end of the previous run (the first from pixel 0), over the image flattened
+  column-major (the competition's ``rle2mask(rle, W, H).T``). ``-1`` is an
+  empty mask. Raises ValueError for odd, negative or overrunning runs.
+  """
+  if encoded.strip() == "-1":
+    return np.zeros((height, width), bool)
+  try:
+    values = [int(v) for v in encoded.split()]
+  except ValueError:
+    raise ValueError(f"RLE has a non-integer value: {encoded[:40]!r}") from None
+  if not values or len(values) % 2:
+    raise ValueError(f"RLE needs (start, length) pairs, got {len(values)} numbers")
+  flat = np.zeros(height * width, bool)
+  position = 0
+  for start, length in zip(values[::2], values[1::2]):
+    if start < 0 or length <= 0:
+      raise ValueError(f"RLE run (start {start}, length {length}) must have start >= 0 "
+                       "and length > 0")
+    position += start
+    if position + length > flat.size:
+      raise ValueError(f"RLE run ends at pixel {position + length}, beyond the "
+                       f"{width} x {height} image ({flat.size} pixels)")
+    flat[position:position + length] = True
+    position += length
+  return flat.reshape(width, height).T
+
+
+def encode_rle(mask: np.ndarray) -> str:
+  """Inverse of :func:`decode_rle` (``'-1'`` for an empty mask)."""
+  flat = np.asarray(mask, bool).T.reshape(-1)
+  padded = np.concatenate([[False], flat, [False]])
+  edges = np.flatnonzero(padded[1:] != padded[:-1])
+  starts, ends = edges[::2], edges[1::2]
+  if starts.size == 0:
+    return "-1"
+  relative = starts - np.concatenate([[0], ends[:-1]])
+  return " ".join(f"{s} {e - b}" for s, b, e in zip(relative, starts, ends))
+
+
+def read_png(path: str) -> np.ndarray:
+  """A grayscale PNG as (H, W) float32 in [0, 1]: 8-bit / 255, 16-bit / 65535.
+
+  RGB(A) files are accepted only when their colour channels are equal (many
+  tools save grayscale X-rays as RGB); anything else is refused.
+  """
+  from PIL import Image, UnidentifiedImageError  # pylint: disable=g-import-not-at-top
+  try:
+    with Image.open(path) as im:
+      im.load()
+      mode = im.mode
+      pixels = np.asarray(im)
+  except (OSError, UnidentifiedImageError, SyntaxError) as e:
+    raise BadInputError(f"{path}: not a readable PNG ({e})") from None
+  if mode == "L":
+    return (pixels / 255.0).astype(np.float32)
+  if mode in ("I;16", "I;16B", "I"):
+    if pixels.min() < 0 or pixels.max() > 65535:
+      raise BadInputError(f"{path}: 32-bit PNG values outside 0..65535")
+    return (pixels / 65535.0).astype(np.float32)
+  if mode in ("RGB", "RGBA", "LA") and pixels.ndim == 3:
+    colour = pixels[..., :3] if mode != "LA" else pixels[..., :1]
+    if np.all(colour == colour[..., :1]):
+      return (colour[..., 0] / 255.0).astype(np.float32)
+    raise BadInputError(f"{path}: colour PNG ({mode} with different channels); expected "
+                        "a grayscale X-ray")
+  raise BadInputError(f"{path}: unsupported PNG mode {mode!r}; expected 8- or 16-bit "
+                      "grayscale")
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """One example to decode in a worker: the image file and its annotations.
+
+  ``boxes`` are ``(x, y, w, h)`` in the file's pixels; ``rle`` are SIIM rows
+  (their union is the mask); ``mask_path`` a mask PNG. The mask is the union
+  of whichever is given (boxes rasterized after scaling to the output size,
+  RLE and mask PNGs resized); with none of them it is empty.
+  """
+
+  id: str
+  path: str
+  label: int
+  size: int
+  boxes: tuple[tuple[float, float, float, float], ...] = ()
+  rle: tuple[str, ...] = ()
+  mask_path: str | None = None
+  fields: tuple[tuple[str, str], ...] = ()  # extra text fields, e.g. ("class", ...)
+
+
+@dataclasses.dataclass(frozen=True)
+class Bad:
+  """Why a task's example could not be made (returned by a worker, not raised)."""
+
+  kind: str
+  where: str
+  what: str
+
+
+HEADER_FIELDS = ("view_position", "sex", "age", "patient_id")
+
+
+def load_example(task: Task) -> dict[str, Any] | Bad:
+  """The record of ``task``, or :class:`Bad`. Runs in a worker process."""
+  from saliency_jax.data import dicom  # pylint: disable=g-import-not-at-top
+  from saliency_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+  try:
+    if task.path.lower().endswith(".png"):
+      image = read_png(task.path)
+      header = dict(view_position="", sex="", age=float("nan"), patient_id="")
+    else:
+      image, header = dicom.read(task.path)
+  except (dicom.DicomError, BadInputError) as e:
+    return Bad("unreadable_image", task.path, str(e).removeprefix(f"{task.path}: "))
+  except OSError as e:  # deleted or unreadable since the folder was listed
+    return Bad("unreadable_image", task.path, f"cannot open ({e.strerror or e})")
+  height, width = image.shape
+  for box in task.boxes:
+    why = box_outside(box, height, width)
+    if why:
+      return Bad("box_outside_image", task.path, why)
+  mask = np.zeros((height, width), bool)
+  for row in task.rle:
+    try:
+      mask |= decode_rle(row, height, width)
+    except ValueError as e:
+      return Bad("bad_rle", task.path, f"RLE of {task.id}: {e}")
+  if task.mask_path:
+    try:
+      mask_image = read_png(task.mask_path)
+    except BadInputError as e:
+      return Bad("unreadable_mask", task.mask_path, str(e).removeprefix(f"{task.mask_path}: "))
+    if mask_image.shape != image.shape:
+      return Bad("mask_shape", task.mask_path, f"mask is {mask_image.shape[1]} x "
+                 f"{mask_image.shape[0]}, image {task.path} is {width} x {height}")
+    mask |= mask_image > 0
+  boxes = scale_boxes(np.array(task.boxes, np.float64), height, width, task.size)
+  # Boxes are rasterized at the output size, so the mask is exactly their union there.
+  mask = resize_mask(mask, task.size) | synthetic.rasterize_boxes(
+      boxes, len(boxes), task.size, task.size)
+  record = dict(image=to_stored(resize_image(image, task.size))[..., None],
+                label=task.label, boxes=boxes, mask=mask,
+                id=task.id, **{k: header[k] for k in HEADER_FIELDS}, **dict(task.fields))
+  record["age"] = np.float32(record["age"])
+  return record
+
+
+def features(size: int, label_names: Sequence[str], text_fields: Sequence[str] = ()):
+  """The TFDS features of a manual-download dataset (images stored as uint16)."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  text = {name: tfds.features.Text() for name in ("id", "view_position", "sex",
+                                                   "patient_id", *text_fields)}
+  return tfds.features.FeaturesDict({
+      "image": tfds.features.Tensor(shape=(size, size, 1), dtype=np.uint16),
+      "label": tfds.features.ClassLabel(names=list(label_names)),
+      "boxes": tfds.features.Tensor(shape=(None, 4), dtype=np.float32),
+      "mask": tfds.features.Tensor(shape=(size, size), dtype=np.bool_),
+      "age": tfds.features.Scalar(dtype=np.float32),
+      **text,
+  })
+
+
+def generate(tasks: Sequence[Task], problems: Problems, *, num_workers: int | None,
+             desc: str) -> Iterator[tuple[int, dict[str, Any]]]:
+  """``(index, record)`` for the tasks that decode; the others go to ``problems``."""
+  for index, result in enumerate(parallel_map(load_example, tasks, num_workers=num_workers,
+                                              desc=desc)):
+    if isinstance(result, Bad):
+      problems.record(result.kind, result.where, result.what)
+      continue
+    yield index, result
+
+
+def generate_split(builder, split: str, tasks: Sequence[Task], problems: Problems
+                   ) -> Iterator[tuple[int, dict[str, Any]]]:
+  """A split generator for ``builder``: decodes ``tasks`` and keeps the skip counts current.
+
+  Raises when every example of the split was skipped; the metadata is
+  updated after each split, before TFDS writes it at the end of the build.
+  """
+  count = 0
+  for index, record in generate(tasks, problems, num_workers=builder.builder_config.num_workers,
+                                desc=f"{builder.name} {split}"):
+    count += 1
+    yield index, record
+  if count == 0:
+    raise BadInputError(f"{builder.name}: split {split!r} is empty after skipping all "
+                        f"{len(tasks)} of its images; first problems: {problems.examples[:3]}")
+  builder.info.metadata.update(problems.metadata())
+
+
+@dataclasses.dataclass(frozen=True)
+class Labels:
+  """What a labels CSV says per image: label, boxes and patient, and every id it names.
+
+  ``named`` includes the ids whose rows were bad (so a split assignment over
+  ``named`` does not move when rows are fixed or skipped); ``labels`` holds
+  only the ids whose rows were all good.
+  """
+
+  labels: dict[str, tuple[int, list[tuple[float, float, float, float]], str]]
+  named: list[str]
+
+
+def read_box_csv(path: str, problems: Problems, *, id_column: str, label_column: str,
+                 with_boxes: bool = True, box_iff_positive: bool = False,
+                 group_column: str | None = None) -> Labels:
+  """Reads a one-row-per-box CSV (RSNA's layout): id, x, y, width, height, label.
+
+  An image without a box has one row with empty box columns. Each row is
+  checked (label 0 or 1, box all-empty or all-positive numbers, no duplicate
+  row, with ``box_iff_positive`` a box exactly on label-1 rows); the rows of
+  one image must agree on the label and the group (patient). A bad row makes
+  its whole image bad: its remaining boxes cannot be trusted.
+  """
+  box_columns = ("x", "y", "width", "height") if with_boxes else ()
+  rows = read_csv(path, (id_column, *box_columns, label_column))
+  values: dict[str, set[int]] = collections.defaultdict(set)
+  boxes: dict[str, list[tuple]] = collections.defaultdict(list)
+  groups: dict[str, str] = {}
+  seen, bad = set(), set()
+  for line, row in rows:
+    where = f"{path}:{line}"
+    if "__malformed__" in row:
+      problems.record("bad_csv_row", where, row["__malformed__"])
+      continue
+    image_id = row[id_column]
+    if not image_id:
+      problems.record("bad_csv_row", where, f"empty {id_column}")
+      continue
+    key = tuple(sorted(row.items()))
+    if key in seen:
+      problems.record("duplicate_row", where, f"duplicate row for {image_id}")
+      bad.add(image_id)
+      continue
+    seen.add(key)
+    group = (row.get(group_column) if group_column else None) or image_id
+    try:
+      if row[label_column] not in ("0", "1"):
+        raise ValueError(f"{label_column} must be 0 or 1, got {row[label_column]!r}")
+      label = int(row[label_column])
+      box = parse_box(row) if with_boxes else None
+      if box_iff_positive and (box is None) == (label == 1):
+        raise ValueError(f"{label_column} {label} with {'no box' if box is None else 'a box'}"
+                         f": {label_column} 1 rows carry a box, 0 rows an empty one")
+      if groups.setdefault(image_id, group) != group:
+        raise ValueError(f"rows name patients {groups[image_id]!r} and {group!r}")
+    except ValueError as e:
+      problems.record("bad_csv_row", where, f"{image_id}: {e}")
+      bad.add(image_id)
+      continue
+    values[image_id].add(label)
+    if box is not None:
+      boxes[image_id].append(box)
+  labels = {}
+  for image_id, labels_seen in sorted(values.items()):
+    if image_id in bad:
+      continue
+    if len(labels_seen) > 1:
+      problems.record("bad_csv_row", path, f"{image_id} has rows with {label_column} 0 and 1")
+      continue
+    labels[image_id] = (labels_seen.pop(), boxes[image_id], groups[image_id])
+  return Labels(labels, sorted(set(values) | bad))
+
+
+def find_files(folder: str, extensions: Sequence[str], what: str) -> dict[str, str]:
+  """id (file name without extension) -> path, searching ``folder`` recursively.
+
+  A missing folder and an id found twice are errors in either mode: the
+  first means a wrong ``manual_dir``, the second an ambiguous image.
+  """
+  if not os.path.isdir(folder):
+    raise BadInputError(f"{folder}: missing; expected {what}")
+  found: dict[str, str] = {}
+  for parent, _, names in sorted(os.walk(folder)):
+    for name in sorted(names):
+      stem, ext = os.path.splitext(name)
+      if ext.lower() not in extensions:
+        continue
+      path = os.path.join(parent, name)
+      if stem in found:
+        raise BadInputError(f"{path}: a second file for id {stem} (the first is "
+                            f"{found[stem]})")
+      found[stem] = path
+  return found
