@@ -1,7 +1,8 @@
 # Run: python -m saliency_jax.main --config=configs/cascade.py --workdir=/tmp/saliency_jax/cascade
 """Cascading model-weight randomization test (Adebayo et al. 2018; Arun et al. 2021).
 
-Trains the model on the synthetic chest phantoms if ``workdir`` (or
+Trains the model on ``config.dataset`` (the synthetic chest phantoms unless
+set; see the README's Real data section) if ``workdir`` (or
 ``--config.trained_dir``) holds no finished training run, then re-initializes
 its blocks top-down and compares every stage's saliency maps with the trained
 model's (SSIM, Spearman, HOG) and with the boxes (AUPRC, Dice, ...). Writes

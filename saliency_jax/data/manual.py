@@ -222,13 +222,19 @@ def check_nonempty(counts: dict[str, int], name: str) -> None:
 
 
 def resize_image(image: np.ndarray, size: int) -> np.ndarray:
-  """(H, W) float in [0, 1] -> (size, size), bilinear with anti-aliasing when shrinking."""
-  from skimage import transform  # pylint: disable=g-import-not-at-top
+  """(H, W) float in [0, 1] -> (size, size), bilinear, anti-aliased when shrinking.
+
+  Pillow's float ('F') resampling widens the triangle filter by the scale
+  factor when shrinking, so a 1024 px film is averaged, not aliased, down to
+  320 px; it is ~10x faster than scikit-image's Gaussian-then-interpolate,
+  which matters for 26k films.
+  """
+  from PIL import Image  # pylint: disable=g-import-not-at-top
   if image.shape == (size, size):
     return image.astype(np.float32)
-  out = transform.resize(image.astype(np.float64), (size, size), order=1,
-                         anti_aliasing=size < min(image.shape), preserve_range=True)
-  return np.clip(out, 0.0, 1.0).astype(np.float32)
+  out = Image.fromarray(np.asarray(image, np.float32), mode="F").resize(
+      (size, size), Image.Resampling.BILINEAR)
+  return np.clip(np.asarray(out), 0.0, 1.0).astype(np.float32)
 
 
 def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
@@ -275,6 +281,10 @@ def parallel_map(fn: Callable[[Any], Any], tasks: Sequence[Any], *, num_workers:
       for result in pool.map(fn, tasks, chunksize=chunk):
         yield result
         bar.update()
+    except concurrent.futures.process.BrokenProcessPool as e:
+      raise RuntimeError(f"{desc}: a decoding worker process died ({e}); rerun with "
+                         "--config.real_data.num_workers=0 to decode in this process, "
+                         "or with fewer workers if memory ran out") from e
     finally:
       # A build stopped by a bad input must not decode the rest first.
       pool.shutdown(wait=True, cancel_futures=True)
@@ -437,11 +447,16 @@ def features(size: int, label_names: Sequence[str], text_fields: Sequence[str] =
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   text = {name: tfds.features.Text() for name in ("id", "view_position", "sex",
                                                    "patient_id", *text_fields)}
+  # Raw bytes: the default stores every pixel as an int64 protobuf varint,
+  # which made serializing cost as much as decoding the DICOM.
+  encoding = tfds.features.Encoding
   return tfds.features.FeaturesDict({
-      "image": tfds.features.Tensor(shape=(size, size, 1), dtype=np.uint16),
+      "image": tfds.features.Tensor(shape=(size, size, 1), dtype=np.uint16,
+                                    encoding=encoding.BYTES),
       "label": tfds.features.ClassLabel(names=list(label_names)),
       "boxes": tfds.features.Tensor(shape=(None, 4), dtype=np.float32),
-      "mask": tfds.features.Tensor(shape=(size, size), dtype=np.bool_),
+      "mask": tfds.features.Tensor(shape=(size, size), dtype=np.bool_,
+                                   encoding=encoding.ZLIB),
       "age": tfds.features.Scalar(dtype=np.float32),
       **text,
   })

@@ -142,6 +142,7 @@ def _summarize(config, all_rows, blocks, training, num_images) -> dict[str, Any]
       "num_blocks": config.cascade.num_blocks,
       "batch_stats": config.cascade.batch_stats,
       "model": config.model, "width": config.width, "dataset": config.dataset,
+      "data": common.data_summary(config),
       "image_size": config.image_size, "seed": config.seed,
       "targets": config.targets, "num_images": num_images,
       "num_images_requested": config.num_images, "preset": config.preset,

@@ -390,7 +390,8 @@ def summarize(config: ml_collections.ConfigDict, experiment: str,
           all_rows, members, method, metric, ids)
   return {
       "experiment": experiment, "model": config.model, "width": config.width,
-      "dataset": config.dataset, "image_size": config.image_size,
+      "dataset": config.dataset, "data": common.data_summary(config),
+      "image_size": config.image_size,
       "seed": config.seed, "targets": config.targets, "num_images": len(ids),
       "num_images_requested": config.num_images, "preset": config.preset,
       "methods": list(config.methods), "similarity": list(config.similarity),

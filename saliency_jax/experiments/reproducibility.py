@@ -39,8 +39,9 @@ from saliency_jax.experiments import repeatability
 EXPERIMENT = "reproducibility"
 ARCHITECTURES = "architectures"  # the pair A, B
 # Keys whose values define a training run: a reused replicate must match them.
-TRAINING_KEYS = ("dataset", "image_size", "synthetic", "model", "width",
-                 "num_classes", "model_weights", "train", "seed")
+TRAINING_KEYS = ("dataset", "image_size", "synthetic", "manual_dir", "real_data",
+                 "on_bad_input", "model", "width", "num_classes", "model_weights",
+                 "train", "seed")
 
 
 def architecture_labels(config: ml_collections.ConfigDict) -> tuple[str, str]:
@@ -67,8 +68,11 @@ def check_same_training(config: ml_collections.ConfigDict, directory: str) -> No
 
 
 def _comparable(value: Any) -> Any:
-  """JSON's view of a value (tuples are lists there)."""
-  return json.loads(json.dumps(value, sort_keys=True))
+  """JSON's view of a value (tuples are lists there); decoding workers do not matter."""
+  value = json.loads(json.dumps(value, sort_keys=True))
+  if isinstance(value, dict):
+    value.pop("num_workers", None)
+  return value
 
 
 def models_root(config: ml_collections.ConfigDict, workdir: str) -> str:

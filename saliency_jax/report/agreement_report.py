@@ -113,7 +113,7 @@ def _map_figures(workdir, summary, examples, images_np, methods
              f"{', '.join(names)}")
     figures.map_grid(os.path.join(workdir, relative), images_np["image"][e],
                      images_np["boxes"][e], int(images_np["num_boxes"][e]),
-                     maps, shown, names, title)
+                     maps, shown, names, title, mask=figures.mask_at(images_np, e))
     out.append((f"Maps of image {image_names[e]}", relative))
   return out
 
@@ -177,6 +177,7 @@ def _what_ran(config, summary, images_np, methods) -> str:
   lines = [
       "## What ran\n",
       f"- Dataset: `{summary.get('dataset', '?')}`, images {size} x {size}",
+      *markdown.data_lines(summary),
       f"- Evaluation: {images_line}; each model explains its "
       f"{'true' if summary.get('targets') == 'true' else 'own predicted'} "
       "class, with the same noise key",

@@ -104,7 +104,7 @@ def _map_figures(workdir: str, summary: Mapping[str, Any],
              f"({summary.get('mode', 'cascade')})")
     figures.map_grid(os.path.join(workdir, relative), images_np["image"][e],
                      images_np["boxes"][e], int(images_np["num_boxes"][e]),
-                     maps, shown, labels, title)
+                     maps, shown, labels, title, mask=figures.mask_at(images_np, e))
     out.append((f"Maps of image {names[e]}", relative))
   return out
 
@@ -186,6 +186,7 @@ def _what_ran(config, summary, images_np, methods, labels) -> str:
       "## What ran\n",
       f"- Dataset: `{summary.get('dataset', markdown.get(config, 'dataset', '?'))}`, "
       f"images {size} x {size}",
+      *markdown.data_lines(summary),
       f"- Model: `{summary.get('model', markdown.get(config, 'model', '?'))}`, width "
       f"{markdown.get(config, 'width', training.get('width', '?'))}, trained "
       f"{training.get('steps', '?')} steps",

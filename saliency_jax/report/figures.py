@@ -61,7 +61,7 @@ def box_patches(boxes: np.ndarray, num_boxes: int
 def map_grid(path: str, image: np.ndarray, boxes: np.ndarray, num_boxes: int,
              maps: np.ndarray, method_names: Sequence[str],
              stage_labels: Sequence[str], title: str, *,
-             boxes_on_maps: bool = False) -> None:
+             boxes_on_maps: bool = False, mask: np.ndarray | None = None) -> None:
   """Rows = methods; columns = the image with its boxes, then one map per stage.
 
   The layout of the papers' panels (Adebayo et al. 2018 Fig. 2; Arun et al.
@@ -79,6 +79,8 @@ def map_grid(path: str, image: np.ndarray, boxes: np.ndarray, num_boxes: int,
     stage_labels: S column labels (e.g. 'trained', '+predictions', ...).
     title: figure title.
     boxes_on_maps: also outline the boxes on every map.
+    mask: (H, W) ground-truth mask, outlined on the image when there are no
+      boxes (SIIM-ACR masks, mask-PNG folders).
   """
   image = _display_image(image)
   maps = np.asarray(maps, np.float32)
@@ -87,6 +89,7 @@ def map_grid(path: str, image: np.ndarray, boxes: np.ndarray, num_boxes: int,
     raise ValueError(MAPS_ERROR.format(methods=num_methods, stages=num_stages,
                                        hw=image.shape[:2], shape=maps.shape))
   rects = box_patches(boxes, num_boxes)
+  outline = not rects and mask is not None and bool(np.any(mask))
   cell = float(np.clip(_GRID_MAX_WIDTH / (num_stages + 1), _CELL_MIN, _CELL_MAX))
   fig = Figure(figsize=(cell * (num_stages + 1) + 2.4, cell * num_methods + 0.9),
                layout="constrained")
@@ -96,13 +99,16 @@ def map_grid(path: str, image: np.ndarray, boxes: np.ndarray, num_boxes: int,
   for m, name in enumerate(method_names):
     _show(axes[m, 0], image, cmap="gray" if image.ndim == 2 else None)
     _draw_boxes(axes[m, 0], rects, BOX_COLOR, 1.5)
+    if outline:
+      axes[m, 0].contour(np.asarray(mask, np.float32), levels=[0.5], colors=BOX_COLOR,
+                         linewidths=1.2)
     axes[m, 0].set_ylabel(name, rotation=0, ha="right", va="center",
                           fontsize=_FONT + 1)
     for s in range(num_stages):
       mappable = _show(axes[m, s + 1], maps[m, s], cmap=MAP_CMAP)
       if boxes_on_maps:
         _draw_boxes(axes[m, s + 1], rects, "cyan", 0.8)
-  axes[0, 0].set_title("image + boxes", fontsize=_FONT)
+  axes[0, 0].set_title("image + mask" if outline else "image + boxes", fontsize=_FONT)
   for s, label in enumerate(titles):
     axes[0, s + 1].set_title(label, fontsize=_FONT, rotation=rotate,
                              ha="left" if rotate else "center")
@@ -113,6 +119,11 @@ def map_grid(path: str, image: np.ndarray, boxes: np.ndarray, num_boxes: int,
   colorbar.ax.tick_params(labelsize=_FONT - 1)
   fig.suptitle(title, fontsize=_FONT + 3)
   save(fig, path)
+
+
+def mask_at(images: Mapping[str, np.ndarray], e: int) -> np.ndarray | None:
+  """Image ``e``'s ground-truth mask from a batch of examples, if it has masks."""
+  return images["mask"][e] if "mask" in images else None
 
 
 def metric_vs_stage(path: str,

@@ -99,7 +99,7 @@ def _map_figures(workdir, summary, examples, images_np, methods
         images_np["boxes"][e], int(images_np["num_boxes"][e]), maps, shown,
         list(COLUMNS),
         f"{summary.get('model', '')}, image {names[e]}: trained vs "
-        "randomized labels")
+        "randomized labels", mask=figures.mask_at(images_np, e))
     out.append((f"Maps of image {names[e]}", relative))
   return out
 
@@ -125,6 +125,7 @@ def _what_ran(config, summary, methods) -> str:
   return "\n".join([
       "## What ran\n",
       f"- Dataset: `{summary.get('dataset', '?')}`, images {size} x {size}",
+      *markdown.data_lines(summary),
       f"- Trained model: `{summary.get('model', '?')}`, width "
       f"{summary.get('width', '?')}, {training.get('steps', '?')} steps; "
       + markdown.training_line(training, "test set"),

@@ -111,7 +111,7 @@ def _map_figures(workdir, summary, examples, images_np, methods, controls
         images_np["boxes"][e], int(images_np["num_boxes"][e]), maps,
         [names[e]], [_label(n, controls) for n in shown],
         f"{summary.get('model', '')}: maps and controls of image {names[e]} "
-        "(boxes in cyan)", boxes_on_maps=True)
+        "(boxes in cyan)", boxes_on_maps=True, mask=figures.mask_at(images_np, e))
     out.append((f"Maps and controls of image {names[e]}", relative))
   return out
 
@@ -129,6 +129,7 @@ def _what_ran(config, summary, images_np, methods, controls) -> str:
   lines = [
       "## What ran\n",
       f"- Dataset: `{summary.get('dataset', '?')}`, images {size} x {size}",
+      *markdown.data_lines(summary),
       f"- Model: `{summary.get('model', '?')}`, width "
       f"{summary.get('width', '?')}, trained {training.get('steps', '?')} steps",
       "- " + markdown.training_line(training),

@@ -144,3 +144,21 @@ def training_line(training: Mapping[str, Any], what: str = "Test set") -> str:
           f"{num(test.get('auc'))}, accuracy {num(test.get('accuracy'))}, "
           f"precision {num(test.get('precision'))}, recall "
           f"{num(test.get('recall'))}")
+
+
+def data_lines(summary: Mapping[str, Any]) -> list[str]:
+  """What the dataset build left out (``summary['data']``): classes, skipped bad inputs.
+
+  Empty for the synthetic data, which has nothing to skip.
+  """
+  data = summary.get("data") or {}
+  lines = []
+  if data.get("excluded_by_class"):
+    left_out = ", ".join(f"{k}: {v}" for k, v in sorted(data["excluded_by_class"].items()))
+    lines.append(f"- Left out by `real_data.classes={data.get('classes')}`: {left_out}")
+  if "num_skipped" in data:
+    kinds = ", ".join(f"{k}: {v}" for k, v in sorted((data.get("skipped") or {}).items()))
+    lines.append(f"- Bad inputs skipped when the dataset was built (`on_bad_input="
+                 f"{data.get('on_bad_input')}`): {data['num_skipped']}"
+                 + (f" ({kinds})" if kinds else ""))
+  return lines

@@ -130,3 +130,15 @@ def test_bad_options_raise():
     synthetic.phantom(0, 0, prevalence=1.5)
   with pytest.raises(ValueError, match="shortcut"):
     synthetic.phantom(0, 0, shortcut=2.0)
+
+
+def test_stacking_pads_boxes_to_the_most_any_example_has():
+  image = np.zeros((8, 8, 1), np.float32)
+  many = np.arange(24, dtype=np.float32).reshape(6, 4)
+  examples = [dict(image=image, label=1, boxes=many, mask=np.zeros((8, 8), bool), id="a"),
+              dict(image=image, label=0, boxes=np.zeros((0, 4)), mask=np.zeros((8, 8), bool),
+                   id="b")]
+  batch = synthetic.stack_examples(examples, image_shape=(8, 8, 1))
+  assert batch["boxes"].shape == (2, 6, 4) and list(batch["num_boxes"]) == [6, 0]
+  np.testing.assert_array_equal(batch["boxes"][0], many)
+  assert not batch["boxes"][1].any()
