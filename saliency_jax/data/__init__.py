@@ -36,10 +36,19 @@ def builder_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return options
 
 
-def metadata(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """What building ``config.dataset`` recorded: skipped bad inputs by kind, classes left out."""
-  return pipeline.dataset_metadata(config.dataset, data_dir=config.data_dir,
+def provenance(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """What building ``config.dataset`` left out, for summary.json and the reports.
+
+  Bad inputs skipped (by kind, with the first messages) and, for RSNA, the
+  patients the class choice excluded; {} for the synthetic data.
+  """
+  if config.dataset == "synthetic_cxr":
+    return {}
+  meta = pipeline.dataset_metadata(config.dataset, data_dir=config.data_dir,
                                    **builder_options(config))
+  keys = ("classes", "excluded_by_class", "on_bad_input", "skipped", "num_skipped",
+          "skipped_examples")
+  return {k: meta[k] for k in keys if k in meta}
 
 
 def load(config: ml_collections.ConfigDict, split: str) -> dict[str, np.ndarray]:

@@ -23,6 +23,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from saliency_jax import data as data_lib
 from saliency_jax import io_utils
 from saliency_jax import randomization
 from saliency_jax import saliency
@@ -142,7 +143,7 @@ def _summarize(config, all_rows, blocks, training, num_images) -> dict[str, Any]
       "num_blocks": config.cascade.num_blocks,
       "batch_stats": config.cascade.batch_stats,
       "model": config.model, "width": config.width, "dataset": config.dataset,
-      "data": common.data_summary(config),
+      "data": data_lib.provenance(config),
       "image_size": config.image_size, "seed": config.seed,
       "targets": config.targets, "num_images": num_images,
       "num_images_requested": config.num_images, "preset": config.preset,

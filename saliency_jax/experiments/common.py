@@ -80,16 +80,6 @@ def trained_model(config: ml_collections.ConfigDict, workdir: str, *,
 
 # ----------------------------------------------------------------- images ---
 
-def data_summary(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """What building a manual-download dataset left out, for summary.json and the report."""
-  if config.dataset == "synthetic_cxr":
-    return {}
-  meta = data_lib.metadata(config)
-  keys = ("classes", "excluded_by_class", "on_bad_input", "skipped", "num_skipped",
-          "skipped_examples")
-  return {k: meta[k] for k in keys if k in meta}
-
-
 def evaluation_images(config: ml_collections.ConfigDict,
                       split: str = "test") -> dict[str, np.ndarray]:
   """``config.num_images`` random positive images of ``split`` (keyed subset).

@@ -141,7 +141,7 @@ def _summarize(config, all_rows, training, ids) -> dict[str, Any]:
   return {
       "experiment": EXPERIMENT,
       "model": config.model, "width": config.width, "dataset": config.dataset,
-      "data": common.data_summary(config),
+      "data": data_lib.provenance(config),
       "image_size": config.image_size, "seed": config.seed,
       "targets": config.targets, "num_images": len(ids),
       "num_images_requested": config.num_images, "preset": config.preset,

@@ -37,6 +37,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from saliency_jax import data as data_lib
 from saliency_jax import io_utils
 from saliency_jax import saliency
 from saliency_jax.experiments import common
@@ -390,7 +391,7 @@ def summarize(config: ml_collections.ConfigDict, experiment: str,
           all_rows, members, method, metric, ids)
   return {
       "experiment": experiment, "model": config.model, "width": config.width,
-      "dataset": config.dataset, "data": common.data_summary(config),
+      "dataset": config.dataset, "data": data_lib.provenance(config),
       "image_size": config.image_size,
       "seed": config.seed, "targets": config.targets, "num_images": len(ids),
       "num_images_requested": config.num_images, "preset": config.preset,
