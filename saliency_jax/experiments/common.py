@@ -101,6 +101,28 @@ def evaluation_images(config: ml_collections.ConfigDict,
   return {k: v[chosen] for k, v in data.items()}
 
 
+IMAGE_FIELDS = ("label", "num_boxes", "mask_fraction", "patient_id", "view_position",
+                "sex", "age", "class")
+
+
+def write_image_table(workdir: str, images: dict[str, np.ndarray]) -> None:
+  """``images.csv``: one row per evaluated image with what subgroup analyses join on.
+
+  ``image_id`` matches ``results.csv``; the real datasets add the DICOM
+  header fields (view position, sex, age) and RSNA's class.
+  """
+  mask_fraction = images["mask"].reshape(len(images["mask"]), -1).mean(axis=1)
+  columns = {"image_id": images["id"], "mask_fraction": mask_fraction,
+             **{k: images[k] for k in IMAGE_FIELDS if k in images}}
+  names = ["image_id"] + [k for k in IMAGE_FIELDS if k in columns]
+  buffer = io.StringIO()
+  writer = csv.writer(buffer, lineterminator="\n")
+  writer.writerow(names)
+  for row in zip(*(columns[k] for k in names)):
+    writer.writerow([f"{v:.6g}" if isinstance(v, (float, np.floating)) else v for v in row])
+  io_utils.write_text(os.path.join(workdir, "images.csv"), buffer.getvalue())
+
+
 @jax.jit
 def predicted_classes(explainee: saliency.Explainee, images: jax.Array) -> jax.Array:
   """argmax of the logits: both papers explained the predicted class."""

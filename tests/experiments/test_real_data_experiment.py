@@ -42,6 +42,12 @@ def test_cascade_runs_on_an_rsna_tree_and_reports_what_was_skipped(tmp_path):
     ids = {line.split(",")[6] for line in list(f)[1:]}
   assert ids <= set(truth) - {corrupt}
   assert json.load(open(workdir / "summary.json"))["data"]["num_skipped"] == 1
+  header, *rows = (workdir / "images.csv").read_text().splitlines()
+  assert header == ("image_id,label,num_boxes,mask_fraction,patient_id,view_position,"
+                    "sex,age,class")
+  assert len(rows) == summary["num_images"]
+  first = rows[0].split(",")
+  assert first[7] == f"{truth[first[0]]['age']:g}" and first[8] == rsna.OPACITY
 
 
 def test_real_data_keys_are_checked_before_anything_runs(tmp_path):
@@ -57,3 +63,16 @@ def test_real_data_keys_are_checked_before_anything_runs(tmp_path):
   config.real_data.split_fractions = (0.5, 0.5, 0.5)
   with pytest.raises(ValueError, match="config.real_data.split_fractions"):
     config_lib.validate(config)
+
+
+def test_image_table_carries_the_header_fields(tmp_path):
+  from saliency_jax.experiments import common  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  mask = np.zeros((2, 4, 4), bool)
+  mask[0, :2, :2] = True
+  images = dict(id=np.array(["a", "b"]), label=np.array([1, 0]), num_boxes=np.array([1, 0]),
+                mask=mask, sex=np.array(["F", ""]), age=np.array([58.0, np.nan], np.float32))
+  common.write_image_table(str(tmp_path), images)
+  lines = (tmp_path / "images.csv").read_text().splitlines()
+  assert lines == ["image_id,label,num_boxes,mask_fraction,sex,age", "a,1,1,0.25,F,58",
+                   "b,0,0,0,,nan"]
