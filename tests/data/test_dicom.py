@@ -13,7 +13,7 @@ from pydicom.pixels import apply_windowing, get_decoder
 from pydicom.sequence import Sequence
 from pydicom.uid import (DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian,
                          ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEG2000Lossless,
-                         JPEGLSLossless, RLELossless)
+                         JPEGBaseline8Bit, JPEGLSLossless, RLELossless)
 
 from saliency_jax.data import dicom
 from saliency_jax.data.dicom import DicomError
@@ -360,3 +360,26 @@ def test_write_refuses_values_that_do_not_fit(tmp_path):
 def test_explicit_little_endian_is_the_default(tmp_path):
   path = _plain(tmp_path)
   assert pydicom.dcmread(path).file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+
+
+def test_jpeg_baseline_decodes_like_the_codestream(tmp_path):
+  # RSNA Pneumonia's films are JPEG Baseline; Pillow (a dependency through
+  # matplotlib) decodes them without the [dicom-codecs] extra.
+  import io  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  stored = np.clip(rng.normal(128, 40, (32, 48)), 0, 255).astype(np.uint8)
+  buffer = io.BytesIO()
+  Image.fromarray(stored).save(buffer, format="JPEG", quality=90)
+  path = tmp_path / "jpeg.dcm"
+  dicom.write(path, stored)
+  ds = pydicom.dcmread(path)
+  ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+  ds.PixelData = encapsulate([buffer.getvalue()])
+  ds["PixelData"].VR = "OB"
+  ds.save_as(path)
+  image, header = dicom.read(path)
+  expected = np.asarray(Image.open(io.BytesIO(buffer.getvalue()))) / 255.0
+  assert header["transfer_syntax"] == JPEGBaseline8Bit.name
+  np.testing.assert_allclose(image, expected, atol=1.5 / 255)
+  assert np.abs(image - stored / 255.0).mean() < 0.05  # lossy, but the same film
