@@ -8,6 +8,7 @@ runs, so a bad value fails at once with one line naming the key.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 
 import ml_collections
@@ -55,7 +56,15 @@ def base_config() -> ml_collections.ConfigDict:
   c.model = "small_cnn"
   c.width = 0.25
   c.num_classes = 2
+  # Evaluate these weights instead of training: a Keras InceptionV3 /
+  # DenseNet121 file (.h5, .weights.h5, .keras) or our .npz export.
   c.model_weights = config_dict.placeholder(str)
+  # Train starting from: a training run's directory (its latest checkpoint)
+  # or a weights file as above (a new classifier if the classes differ).
+  c.init_from = config_dict.placeholder(str)
+  # Images in [0, 1] -> the network's input: 'none', 'inception' ([-1, 1]),
+  # 'imagenet' (mean/std); 'auto': what the weights expect ('none' without).
+  c.preprocessing = "auto"
   # Saliency.
   c.methods = ("gradient",)
   c.num_images = 16
@@ -128,9 +137,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _check_choice("dataset", config.dataset, DATASETS)
   _check_choice("model", config.model, MODELS)
   _check_positive(config, ("image_size", "width", "num_classes"))
-  if config.model_weights is not None:
-    raise ValueError("config.model_weights: importing weights is not available "
-                     "yet; leave it unset to train from scratch")
+  _check_weights(config)
   if "train" in config:
     _check_positive(config, tuple(f"train.{k}" for k in (
         "batch_size", "steps", "learning_rate", "log_every", "eval_every",
@@ -179,6 +186,102 @@ def _check_real_data(config: ml_collections.ConfigDict) -> None:
   if r.num_workers is not None and r.num_workers < 0:
     raise ValueError(f"config.real_data.num_workers={r.num_workers}: expected None "
                      "(all cores), 0 (no worker processes) or a positive count")
+
+
+# As saliency_jax.models: kept here so that a flag error never waits for JAX.
+PREPROCESSING = ("auto", "none", "inception", "imagenet")
+KERAS_MODELS = ("inception_v3", "densenet121")
+KERAS_SUFFIXES = (".h5", ".hdf5", ".keras")
+
+
+def training_run_dir(path: str) -> str | None:
+  """Where the training run of directory ``path`` keeps ``checkpoints/``.
+
+  ``path`` itself (``configs/train.py`` runs) or ``path/models/trained`` (an
+  experiment's workdir); None when neither has checkpoints.
+  """
+  for directory in (path, os.path.join(path, "models", "trained")):
+    if os.path.isdir(os.path.join(directory, "checkpoints")):
+      return directory
+  return None
+
+
+def _check_weights_file(key: str, path: str, config: ml_collections.ConfigDict) -> None:
+  if not os.path.isfile(path):
+    raise ValueError(f"config.{key}={path!r}: no such file")
+  lower = path.lower()
+  if lower.endswith(KERAS_SUFFIXES):
+    if config.model not in KERAS_MODELS:
+      raise ValueError(f"config.{key}={path!r}: Keras weights are read for "
+                       f"config.model in {KERAS_MODELS}, not {config.model!r}")
+    if config.width != 1.0:
+      raise ValueError(f"config.{key}={path!r}: Keras weights are the published "
+                       f"network; set config.width=1.0 (not {config.width})")
+  elif not lower.endswith(".npz"):
+    raise ValueError(f"config.{key}={path!r}: expected a Keras file (ending in "
+                     f"{', '.join(KERAS_SUFFIXES)}) or an .npz export")
+
+
+def _check_weights(config: ml_collections.ConfigDict) -> None:
+  """``model_weights`` (evaluate), ``init_from`` (train from) and ``preprocessing``."""
+  _check_choice("preprocessing", config.get("preprocessing", "auto"), PREPROCESSING)
+  weights, init_from = config.get("model_weights"), config.get("init_from")
+  if weights is not None and init_from is not None:
+    raise ValueError("config.model_weights and config.init_from are both set; "
+                     "model_weights evaluates the weights as they are, init_from "
+                     "trains from them: set one")
+  if weights is not None:
+    if config.get("trained_dir"):
+      raise ValueError("config.model_weights and config.trained_dir are both set; "
+                       "each gives the model to evaluate: set one")
+    if os.path.isdir(weights):
+      raise ValueError(f"config.model_weights={weights!r} is a directory; for a "
+                       "training run's directory use config.trained_dir (evaluate "
+                       "it) or config.init_from (train from it)")
+    _check_weights_file("model_weights", weights, config)
+  if init_from is not None:
+    if os.path.isdir(init_from):
+      if training_run_dir(init_from) is None:
+        raise ValueError(f"config.init_from={init_from!r}: no checkpoints/ there "
+                         "nor under models/trained/")
+    else:
+      _check_weights_file("init_from", init_from, config)
+
+
+def preprocessing_for(config: ml_collections.ConfigDict) -> str:
+  """``config.preprocessing``, 'auto' made explicit: what the weights expect.
+
+  Keras files: their network's ``preprocess_input``; an ``.npz`` export or a
+  training run's directory: what it recorded; no weights: 'none'.
+  """
+  mode = config.get("preprocessing", "auto")
+  source = config.get("model_weights") or config.get("init_from")
+  if mode != "auto" or not source:
+    return "none" if mode == "auto" else mode
+  if os.path.isdir(source):
+    run = training_run_dir(source) or source
+    for record in (os.path.join(run, "summary.json"),
+                   os.path.join(source, "config.json")):
+      if os.path.exists(record):
+        with open(record) as f:
+          found = json.load(f).get("preprocessing", "auto")
+        if found != "auto":
+          return found
+    return "none"
+  from saliency_jax.models import weights  # pylint: disable=g-import-not-at-top
+  return weights.expected_preprocessing(config.model, source)
+
+
+def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """``config``, or a copy with ``preprocessing='auto'`` made explicit.
+
+  What a run records in ``config.json`` and runs with.
+  """
+  if config.get("preprocessing", "auto") != "auto":
+    return config
+  out = ml_collections.ConfigDict(config.to_dict())
+  out.preprocessing = preprocessing_for(config)
+  return out
 
 
 def _check_study(config: ml_collections.ConfigDict) -> None:

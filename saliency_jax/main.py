@@ -32,6 +32,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def run(config, workdir: str):
   """Validates ``config``, records it in ``workdir`` and runs its experiment."""
   config_lib.validate(config)
+  config = config_lib.resolve(config)  # e.g. preprocessing='auto' made explicit
   os.makedirs(workdir, exist_ok=True)
   resolved = config.to_json_best_effort(indent=2, sort_keys=True) + "\n"
   path = os.path.join(workdir, "config.json")
@@ -70,7 +71,8 @@ def main(argv):
     config_lib.validate(_CONFIG.value)
     path = os.path.join(_WORKDIR.value, "config.json")
     if os.path.exists(path):
-      _check_same_run(path, json.loads(_CONFIG.value.to_json_best_effort()))
+      _check_same_run(path, json.loads(
+          config_lib.resolve(_CONFIG.value).to_json_best_effort()))
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

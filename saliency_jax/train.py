@@ -8,6 +8,12 @@ the same parameters, bit for bit, as an uninterrupted run.
 ``config.train.randomize_labels`` permutes the training labels with a key
 (label randomization test, Adebayo et al. 2018); validation and test labels
 stay true.
+
+Weights from elsewhere: ``config.init_from`` (a training run's directory or a
+weights file) starts training from them; ``config.model_weights`` (a Keras
+file or an ``.npz`` export) replaces training: the run evaluates those
+weights and :func:`restore_model` returns them. A finished run exports its
+model to ``weights.npz`` (:mod:`saliency_jax.models.weights`).
 """
 
 from __future__ import annotations
@@ -26,16 +32,19 @@ import orbax.checkpoint as ocp
 from absl import logging
 from flax import nnx
 
+from saliency_jax import config as config_lib
 from saliency_jax import data as data_lib
 from saliency_jax import io_utils
 from saliency_jax import models
 from saliency_jax.data import pipeline
 from saliency_jax.metrics import classification
+from saliency_jax.models import weights as weights_lib
 
 # Sub-keys of the config seed; fixed integers so adding a stream never
 # changes the others.
 _INIT, _DATA, _AUGMENT, _LABELS = range(4)
 SUMMARY = "summary.json"
+EXPORT = "weights.npz"  # the finished model, for other tools (models.save_npz)
 
 
 def stream_key(seed: int, stream: int) -> jax.Array:
@@ -46,7 +55,72 @@ def create_model(config: ml_collections.ConfigDict, in_channels: int) -> nnx.Mod
   """A fresh model of ``config.model`` initialized from the config seed."""
   return models.create(config.model, num_classes=config.num_classes,
                        in_channels=in_channels, width=config.width,
+                       preprocessing=config_lib.preprocessing_for(config),
                        rngs=nnx.Rngs(params=stream_key(config.seed, _INIT)))
+
+
+def weights_model(config: ml_collections.ConfigDict, in_channels: int) -> nnx.Module:
+  """The model of ``config.model_weights`` as it is, in eval mode.
+
+  Its classifier must have ``config.num_classes`` classes: a new one would be
+  untrained (``config.init_from`` trains one).
+  """
+  path = config.model_weights
+  try:
+    model = models.load(config.model, path, in_channels=in_channels,
+                        width=config.width,
+                        preprocessing=config_lib.preprocessing_for(config))
+  except weights_lib.NoClassifierError:
+    raise ValueError(f"config.model_weights={path!r} has no classifier (saved "
+                     "without its top); to train one on it use "
+                     f"--config.init_from={path}") from None
+  if model.predictions.out_features != config.num_classes:
+    raise ValueError(f"config.model_weights={path!r}: its classifier has "
+                     f"{model.predictions.out_features} classes, config."
+                     f"num_classes={config.num_classes}; to train a new one on "
+                     f"these weights use --config.init_from={path}")
+  return model
+
+
+def checkpoint_values(directory: str) -> dict[str, np.ndarray]:
+  """Every model variable of the latest checkpoint under ``directory`` (a
+  training run's directory or a workdir with ``models/trained``), by flat name
+  (``weights.flat_values``' names)."""
+  run = config_lib.training_run_dir(directory)
+  if run is None:
+    raise FileNotFoundError(f"{directory}: no checkpoints/ there nor under "
+                            "models/trained/")
+  manager = ocp.CheckpointManager(os.path.join(os.path.abspath(run), "checkpoints"))
+  step = manager.latest_step()
+  if step is None:
+    raise FileNotFoundError(f"{run}/checkpoints: no finished checkpoint")
+  # No target: the arrays as saved, whatever model they belong to.
+  saved = manager.restore(step)
+  manager.close()
+  values = {}
+  for part in ("params", "rest"):
+    for path, leaf in jax.tree_util.tree_flatten_with_path(saved[part])[0]:
+      keys = [str(getattr(k, "key", getattr(k, "idx", k))) for k in path]
+      values["/".join(keys[:-1] if keys[-1] == "value" else keys)] = np.asarray(leaf)
+  return values
+
+
+def initial_model(config: ml_collections.ConfigDict, in_channels: int) -> nnx.Module:
+  """Where training starts: ``config.init_from``'s weights, else a fresh model."""
+  source = config.get("init_from")
+  if not source:
+    return create_model(config, in_channels)
+  if os.path.isdir(source):
+    model = weights_lib.abstract_model(
+        config.model, num_classes=config.num_classes, in_channels=in_channels,
+        width=config.width, preprocessing=config_lib.preprocessing_for(config))
+    return weights_lib.assign(model, checkpoint_values(source),
+                              f"config.init_from={source!r}")
+  # A weights file: a new classifier when the classes differ.
+  return models.load(config.model, source, num_classes=config.num_classes,
+                     in_channels=in_channels, width=config.width,
+                     preprocessing=config_lib.preprocessing_for(config),
+                     seed=stream_key(config.seed, _INIT))
 
 
 def permute_labels(key: jax.Array, labels: jax.Array) -> jax.Array:
@@ -162,6 +236,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     The summary dict, or None when stopped early.
   """
   t = config.train
+  if config.get("model_weights"):
+    return evaluate_weights(config, workdir)
   splits = {s: data_lib.load(config, s) for s in ("train", "validation", "test")}
   for split in splits.values():
     split["image_device"] = jnp.asarray(split["image"])
@@ -173,7 +249,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     raise ValueError(f"config.train.batch_size={t.batch_size} exceeds the "
                      f"{num_train} training examples")
 
-  model = create_model(config, splits["train"]["image"].shape[-1])
+  in_channels = splits["train"]["image"].shape[-1]
+  model = initial_model(config, in_channels)
   tx = make_optimizer(config)
   programs = _programs(model, tx, config, num_train)
   state = _initial_state(model, tx)
@@ -214,9 +291,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   manager.wait_until_finished()
   manager.close()
 
+  nnx.update(model, state["params"], state["rest"])
+  model.eval()
+  weights_lib.save_npz(os.path.join(workdir, EXPORT), model, name=config.model,
+                       width=config.width, in_channels=in_channels)
   summary = {
-      "model": config.model, "width": config.width, "dataset": config.dataset,
-      "image_size": config.image_size, "steps": t.steps, "seed": config.seed,
+      **_model_record(config), "steps": t.steps,
       "randomize_labels": bool(t.randomize_labels),
       "train": evaluate(programs, state, splits["train"], t.batch_size,
                         labels=train_labels),
@@ -228,9 +308,45 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   return summary
 
 
+def _model_record(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The summary's record of which model, and from which weights."""
+  return {"model": config.model, "width": config.width, "dataset": config.dataset,
+          "image_size": config.image_size, "seed": config.seed,
+          "preprocessing": config_lib.preprocessing_for(config),
+          "model_weights": config.get("model_weights"),
+          "init_from": config.get("init_from"), "data": data_lib.provenance(config)}
+
+
+def evaluate_weights(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """``summary.json`` (validation and test metrics) of ``config.model_weights``.
+
+  What ``train_and_evaluate`` does instead of training when the weights come
+  from elsewhere: no steps, no checkpoints.
+  """
+  splits = {s: data_lib.load(config, s) for s in ("validation", "test")}
+  for split in splits.values():
+    split["image_device"] = jnp.asarray(split["image"])
+  model = weights_model(config, splits["test"]["image"].shape[-1])
+  tx = make_optimizer(config)
+  programs = _programs(model, tx, config, num_train=1)
+  state = _initial_state(model, tx)
+  batch_size = config.train.batch_size
+  summary = {**_model_record(config), "steps": 0, "randomize_labels": False,
+             **{name: evaluate(programs, state, split, batch_size)
+                for name, split in splits.items()}}
+  io_utils.write_json(os.path.join(workdir, SUMMARY), summary)
+  logging.info("%s: test %s", config.model_weights, _fmt(summary["test"]))
+  return summary
+
+
 def restore_model(config: ml_collections.ConfigDict, workdir: str,
                   in_channels: int) -> nnx.Module:
-  """The model of the latest checkpoint in ``workdir``, in eval mode."""
+  """The model of the latest checkpoint in ``workdir``, in eval mode.
+
+  With ``config.model_weights`` set, that file's model (there is no checkpoint).
+  """
+  if config.get("model_weights"):
+    return weights_model(config, in_channels)
   model = create_model(config, in_channels)
   tx = make_optimizer(config)
   manager = _checkpoint_manager(workdir, config)

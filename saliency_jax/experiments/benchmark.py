@@ -44,6 +44,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from saliency_jax import config as config_lib
 from saliency_jax import io_utils, models, saliency
 from saliency_jax.report import figures
 from saliency_jax.saliency import batching
@@ -311,11 +312,19 @@ def _check(config: ml_collections.ConfigDict) -> dict[str, dict[str, Any]]:
 
 def _setup(config: ml_collections.ConfigDict
            ) -> tuple[Explainee, jax.Array, jax.Array, jax.Array]:
-  """Random-init model, random images in [0, 1], their predicted classes."""
+  """Random-init model (or ``config.model_weights``'), random images in [0, 1],
+  their predicted classes."""
   image_key, method_key = jax.random.split(jax.random.key(config.seed))
-  model = models.create(config.model, num_classes=config.num_classes,
-                        in_channels=config.benchmark.in_channels,
-                        width=config.width, rngs=nnx.Rngs(config.seed))
+  if config.get("model_weights"):
+    # Lazily: train brings the data pipeline, which a benchmark never needs.
+    from saliency_jax import train  # pylint: disable=g-import-not-at-top
+    model = train.weights_model(config, in_channels=config.benchmark.in_channels)
+  else:
+    model = models.create(config.model, num_classes=config.num_classes,
+                          in_channels=config.benchmark.in_channels,
+                          width=config.width,
+                          preprocessing=config_lib.preprocessing_for(config),
+                          rngs=nnx.Rngs(config.seed))
   explainee = saliency.from_model(model)
   images = jax.random.uniform(
       image_key, (config.num_images, config.image_size, config.image_size,

@@ -24,6 +24,7 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
+from saliency_jax import config as config_lib
 from saliency_jax import data as data_lib
 from saliency_jax import io_utils
 from saliency_jax import saliency
@@ -57,11 +58,18 @@ def trained_model(config: ml_collections.ConfigDict, workdir: str, *,
 
   Trains (resuming from any checkpoint there) unless the training summary
   exists; ``config.trained_dir`` points at an existing training run instead.
+  ``config.model_weights`` (imported weights, evaluated as they are) and
+  ``config.init_from`` (where training starts) concern the 'trained' model
+  only: replicates, the other architecture and the randomized-label model
+  are trained here from scratch.
 
   Returns:
     (model in eval mode, training summary).
   """
-  config = ml_collections.ConfigDict(config.to_dict())
+  # 'auto' fixed once, so every model of the run takes the same input map.
+  config = ml_collections.ConfigDict(config_lib.resolve(config).to_dict())
+  if tag != "trained":
+    config.update(model_weights=None, init_from=None)
   config.update(overrides)
   # A study runs several tests in sub-folders; they share its models.
   models_dir = config.get("models_dir") or os.path.join(workdir, "models")

@@ -41,6 +41,7 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
+from saliency_jax import config as config_lib
 from saliency_jax import data as data_lib
 from saliency_jax import io_utils
 from saliency_jax import saliency
@@ -109,7 +110,9 @@ def randomized_config(config: ml_collections.ConfigDict,
                       steps: int) -> ml_collections.ConfigDict:
   """``config`` for the randomized-label model trained to ``steps`` in total."""
   settings = config.label_randomization
-  out = ml_collections.ConfigDict(config.to_dict())
+  out = ml_collections.ConfigDict(config_lib.resolve(config).to_dict())
+  # Trained here from scratch, whatever weights the 'trained' model came from.
+  out.update(model_weights=None, init_from=None)
   out.train.randomize_labels = True
   out.train.steps = int(steps)
   if settings.num_train is not None:

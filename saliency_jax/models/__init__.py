@@ -1,6 +1,9 @@
 """Model registry: ``create(name, ...)`` builds an NNX model by name.
 
 Every model follows the contract in :mod:`saliency_jax.models.layers`.
+Weights come in through :func:`from_keras` (Keras InceptionV3 / DenseNet121
+files) and :func:`from_npz`, go out through :func:`save_npz`
+(:mod:`saliency_jax.models.weights`); :func:`load` takes either kind of file.
 """
 
 from __future__ import annotations
@@ -9,7 +12,9 @@ import importlib
 
 from flax import nnx
 
-from saliency_jax.models.layers import activation, relu  # noqa: F401
+from saliency_jax.models.keras_import import from_keras  # noqa: F401
+from saliency_jax.models.layers import PREPROCESSING, activation, relu  # noqa: F401
+from saliency_jax.models.weights import from_npz, load, save_npz  # noqa: F401
 
 # name -> "module:class"; modules import lazily so a quick run never builds
 # the big networks' Python.
@@ -21,8 +26,12 @@ MODELS = {
 
 
 def create(name: str, *, num_classes: int, in_channels: int, width: float = 1.0,
-           rngs: nnx.Rngs) -> nnx.Module:
-  """Builds model ``name`` (one of ``MODELS``) with fresh parameters."""
+           preprocessing: str = "none", rngs: nnx.Rngs) -> nnx.Module:
+  """Builds model ``name`` (one of ``MODELS``) with fresh parameters.
+
+  ``preprocessing`` (one of ``PREPROCESSING``) is the map from images in
+  [0, 1] to the network's input that the model applies first.
+  """
   if name not in MODELS:
     raise ValueError(f"config.model: unknown model {name!r}; "
                      f"expected one of {sorted(MODELS)}")
@@ -30,5 +39,8 @@ def create(name: str, *, num_classes: int, in_channels: int, width: float = 1.0,
     raise ValueError(f"config.width: expected a positive multiplier, got {width}")
   module, cls = MODELS[name].split(":")
   model_cls = getattr(importlib.import_module(module), cls)
+  if preprocessing == "imagenet" and in_channels not in (1, 3):
+    raise ValueError(f"config.preprocessing='imagenet' takes 1 or 3 input "
+                     f"channels, got {in_channels}")
   return model_cls(num_classes=num_classes, in_channels=in_channels,
-                   width=width, rngs=rngs)
+                   width=width, preprocessing=preprocessing, rngs=rngs)

@@ -106,7 +106,9 @@ class DenseNet121(nnx.Module):
   gradcam_layer = "bn"
 
   def __init__(self, *, num_classes: int, in_channels: int, width: float = 1.0,
-               rngs: nnx.Rngs):
+               preprocessing: str = "none", rngs: nnx.Rngs):
+    layers.check_preprocessing(preprocessing)
+    self.preprocessing = preprocessing  # static: part of the graphdef
     growth = layers.scaled(32, width)
     kw = dict(bottleneck=4 * growth, growth=growth, rngs=rngs)
     self.conv1 = Stem(in_channels, layers.scaled(64, width), rngs=rngs)
@@ -122,7 +124,11 @@ class DenseNet121(nnx.Module):
                                   kernel_init=_KERNEL_INIT, rngs=rngs)
 
   def features(self, x: jax.Array) -> jax.Array:
-    """``relu(bn(conv5(...)))``, ``(B, h, w, 1024 * width)``."""
+    """``relu(bn(conv5(...)))``, ``(B, h, w, 1024 * width)``.
+
+    The output of Keras' ``DenseNet121(include_top=False)`` (no pooling).
+    """
+    x = layers.preprocess(x, self.preprocessing)
     x = self.conv3(self.pool2(self.conv2(self.conv1(x))))
     x = self.conv5(self.pool4(self.conv4(self.pool3(x))))
     return layers.relu(self.bn(x))

@@ -194,7 +194,9 @@ class InceptionV3(nnx.Module):
   gradcam_layer = "mixed10"
 
   def __init__(self, *, num_classes: int, in_channels: int, width: float = 1.0,
-               rngs: nnx.Rngs):
+               preprocessing: str = "none", rngs: nnx.Rngs):
+    layers.check_preprocessing(preprocessing)
+    self.preprocessing = preprocessing  # static: part of the graphdef
     c = lambda n: layers.scaled(n, width)  # noqa: E731
     self.conv2d_1a_3x3 = ConvBN(in_channels, c(32), (3, 3), strides=2,
                                 padding="VALID", rngs=rngs)
@@ -226,7 +228,11 @@ class InceptionV3(nnx.Module):
                                   kernel_init=_KERNEL_INIT, rngs=rngs)
 
   def features(self, x: jax.Array) -> jax.Array:
-    """Activations of ``mixed10``, ``(B, h, w, 2048 * width)``."""
+    """Activations of ``mixed10``, ``(B, h, w, 2048 * width)``.
+
+    The output of Keras' ``InceptionV3(include_top=False)`` (no pooling).
+    """
+    x = layers.preprocess(x, self.preprocessing)
     x = self.conv2d_2b_3x3(self.conv2d_2a_3x3(self.conv2d_1a_3x3(x)))
     x = _max_pool_3x3_s2(x)
     x = _max_pool_3x3_s2(self.conv2d_4a_3x3(self.conv2d_3b_1x1(x)))

@@ -34,7 +34,9 @@ class SmallCNN(nnx.Module):
   gradcam_layer = "block4"
 
   def __init__(self, *, num_classes: int, in_channels: int, width: float = 1.0,
-               rngs: nnx.Rngs):
+               preprocessing: str = "none", rngs: nnx.Rngs):
+    layers.check_preprocessing(preprocessing)
+    self.preprocessing = preprocessing  # static: part of the graphdef
     ch = [layers.scaled(c, width) for c in _CHANNELS]
     cin = [in_channels] + ch[:-1]
     self.block1 = ConvBlock(cin[0], ch[0], pool=True, rngs=rngs)
@@ -44,6 +46,7 @@ class SmallCNN(nnx.Module):
     self.predictions = nnx.Linear(ch[3], num_classes, rngs=rngs)
 
   def features(self, x: jax.Array) -> jax.Array:
+    x = layers.preprocess(x, self.preprocessing)
     return self.block4(self.block3(self.block2(self.block1(x))))
 
   def head(self, a: jax.Array) -> jax.Array:
