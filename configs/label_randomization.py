@@ -40,7 +40,7 @@ def get_config(arg: str | None = None):
       # train.steps.
       max_steps=1200,
       # Train the randomized-label model on the first num_train training
-      # phantoms only (synthetic data); None: the whole training split.
+      # images only; None: the whole training split.
       num_train=ml_collections.config_dict.placeholder(int),
       # Augmentation of the randomized-label model; None: as train.augment.
       # Random labels are memorized much faster without it.

@@ -81,6 +81,8 @@ def train_config() -> ml_collections.ConfigDict:
       weight_decay=1e-4,
       augment=True,
       randomize_labels=False,
+      # Train on the first num_train examples of the training split; None: all.
+      num_train=config_dict.placeholder(int),
       log_every=50,
       eval_every=100,
       checkpoint_every=100,
@@ -139,6 +141,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _check_positive(config, ("image_size", "width", "num_classes"))
   _check_weights(config)
   if "train" in config:
+    subset = config.train.get("num_train")
+    if subset is not None and subset < config.train.batch_size:
+      raise ValueError(f"config.train.num_train={subset!r}: expected None (the whole "
+                       "training split) or at least config.train.batch_size examples")
     _check_positive(config, tuple(f"train.{k}" for k in (
         "batch_size", "steps", "learning_rate", "log_every", "eval_every",
         "checkpoint_every", "keep_checkpoints")))
@@ -359,12 +365,12 @@ def _check_localization(config: ml_collections.ConfigDict) -> None:
                        f"{target!r}: expected an accuracy in (0, 1]")
     _check_positive(config, ("label_randomization.max_steps",))
     subset = config.label_randomization.num_train
-    if subset is not None and (config.dataset != "synthetic_cxr" or not
-                               config.train.batch_size <= subset
-                               <= config.synthetic.num_train):
+    most = (config.synthetic.num_train if config.dataset == "synthetic_cxr"
+            else float("inf"))  # a real split's size is known once it is built
+    if subset is not None and not config.train.batch_size <= subset <= most:
       raise ValueError(f"config.label_randomization.num_train={subset!r}: "
-                       "expected None, or (synthetic_cxr only) a count between "
-                       "config.train.batch_size and config.synthetic.num_train")
+                       "expected None, or a count between config.train.batch_size "
+                       "and the training split's size")
 
 
 def load_file(path: str, preset: str | None = None) -> ml_collections.ConfigDict:

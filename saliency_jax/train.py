@@ -128,6 +128,24 @@ def permute_labels(key: jax.Array, labels: jax.Array) -> jax.Array:
   return labels[jax.random.permutation(key, labels.shape[0])]
 
 
+def randomized_labels(config: ml_collections.ConfigDict, labels: jax.Array) -> jax.Array:
+  """The permuted training labels a ``randomize_labels`` run of ``config`` trains on."""
+  return permute_labels(stream_key(config.seed, _LABELS), labels)
+
+
+def training_split(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The training split, cut to its first ``config.train.num_train`` examples if set."""
+  split = data_lib.load(config, "train")
+  subset = config.train.get("num_train")
+  if subset is None:
+    return split
+  available = len(split["label"])
+  if subset > available:
+    raise ValueError(f"config.train.num_train={subset} exceeds the {available} "
+                     f"training examples of {config.dataset}")
+  return {k: v[:subset] for k, v in split.items()}
+
+
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
   t = config.train
   schedule = optax.warmup_cosine_decay_schedule(
@@ -238,12 +256,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   t = config.train
   if config.get("model_weights"):
     return evaluate_weights(config, workdir)
-  splits = {s: data_lib.load(config, s) for s in ("train", "validation", "test")}
+  splits = {"train": training_split(config),
+            **{s: data_lib.load(config, s) for s in ("validation", "test")}}
   for split in splits.values():
     split["image_device"] = jnp.asarray(split["image"])
   train_labels = jnp.asarray(splits["train"]["label"], jnp.int32)
   if t.randomize_labels:
-    train_labels = permute_labels(stream_key(config.seed, _LABELS), train_labels)
+    train_labels = randomized_labels(config, train_labels)
   num_train = splits["train"]["image"].shape[0]
   if num_train < t.batch_size:
     raise ValueError(f"config.train.batch_size={t.batch_size} exceeds the "

@@ -9,10 +9,12 @@ import time
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
 
+from saliency_jax import data as data_lib
 from saliency_jax import train
 from saliency_jax.config import load_file as load_config_file
 
@@ -106,3 +108,16 @@ def test_randomized_labels_change_the_training(uninterrupted, tmp_path):
   different = [not np.array_equal(a, b) for a, b in
                zip(_params(config, full_dir), _params(config, tmp_path))]
   assert any(different)
+
+
+def test_num_train_takes_the_first_training_examples(uninterrupted):
+  config, _, _ = uninterrupted
+  full = data_lib.load(config, "train")
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.train.num_train = 20
+  subset = train.training_split(config)
+  np.testing.assert_array_equal(subset["image"], full["image"][:20])
+  assert list(subset["id"]) == list(full["id"][:20])
+  config.train.num_train = len(full["label"]) + 1
+  with pytest.raises(ValueError, match=r"config.train.num_train=\d+ exceeds the \d+ training"):
+    train.training_split(config)

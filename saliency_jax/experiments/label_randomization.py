@@ -116,8 +116,8 @@ def randomized_config(config: ml_collections.ConfigDict,
   out.train.randomize_labels = True
   out.train.steps = int(steps)
   if settings.num_train is not None:
-    # The first num_train phantoms: a set small enough to memorize on a CPU.
-    out.synthetic.num_train = settings.num_train
+    # The first num_train training images: a set small enough to memorize on a CPU.
+    out.train.num_train = settings.num_train
   if settings.augment is not None:
     out.train.augment = settings.augment
   return out
@@ -125,10 +125,8 @@ def randomized_config(config: ml_collections.ConfigDict,
 
 def training_labels(config: ml_collections.ConfigDict) -> tuple[np.ndarray, np.ndarray]:
   """(true, permuted) training labels, the permuted ones exactly as train.py draws them."""
-  labels = jnp.asarray(data_lib.load(config, "train")["label"], jnp.int32)
-  # train.py permutes with its label stream of the config seed.
-  key = train.stream_key(config.seed, train._LABELS)  # pylint: disable=protected-access
-  return np.asarray(labels), np.asarray(train.permute_labels(key, labels))
+  labels = jnp.asarray(train.training_split(config)["label"], jnp.int32)
+  return np.asarray(labels), np.asarray(train.randomized_labels(config, labels))
 
 
 def memorize(config: ml_collections.ConfigDict, workdir: str, *,
@@ -217,9 +215,8 @@ def _record(config, summary, rounds) -> dict[str, Any]:
 
 def _differences(config, randomized) -> list[str]:
   out = []
-  if randomized.synthetic.num_train != config.synthetic.num_train:
-    out.append(f"trained on the first {randomized.synthetic.num_train} of the "
-               f"{config.synthetic.num_train} training images")
+  if randomized.train.num_train != config.train.num_train:
+    out.append(f"trained on the first {randomized.train.num_train} training images")
   if randomized.train.augment != config.train.augment:
     out.append("trained with" + ("" if randomized.train.augment else "out")
                + " augmentation")
