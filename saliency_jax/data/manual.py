@@ -85,17 +85,18 @@ def require_file(path: str, what: str) -> str:
 
 def csv_columns(path: str) -> list[str]:
   """The stripped column names of ``path``'s header row ([] for an empty file)."""
-  with open(path, newline="") as f:
+  with open(path, newline="", encoding="utf-8-sig") as f:
     return [h.strip() for h in next(csv.reader(f), [])]
 
 
 def read_csv(path: str, required: Sequence[str]) -> list[tuple[int, dict[str, str]]]:
   """Rows of ``path`` as ``(line number, {column: stripped value})``.
 
-  Column names are stripped (SIIM's header is ``ImageId, EncodedPixels``). A
-  missing required column is always an error: no row could be read without it.
+  Column names are stripped (SIIM's header is ``ImageId, EncodedPixels``) and
+  a UTF-8 byte-order mark (spreadsheet exports) is dropped. A missing required
+  column is always an error: no row could be read without it.
   """
-  with open(path, newline="") as f:
+  with open(path, newline="", encoding="utf-8-sig") as f:
     reader = csv.reader(f)
     try:
       header = [h.strip() for h in next(reader)]

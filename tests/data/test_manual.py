@@ -117,6 +117,10 @@ def test_read_csv_missing_column_and_ragged_rows(tmp_path):
   rows = manual.read_csv(str(path), ("ImageId", "EncodedPixels"))
   assert rows[0] == (2, {"ImageId": "a", "EncodedPixels": "-1"})
   assert rows[1][0] == 4 and "__malformed__" in rows[1][1]
+  path.write_bytes("\ufeffimage_id,label\na,1\n".encode("utf-8"))  # a spreadsheet export
+  assert manual.read_csv(str(path), ("image_id", "label")) == [(2, {"image_id": "a",
+                                                                   "label": "1"})]
+  assert manual.csv_columns(str(path)) == ["image_id", "label"]
 
 
 def test_boxes_scale_with_the_image():
