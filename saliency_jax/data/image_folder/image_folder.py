@@ -42,8 +42,10 @@ def make_config(*, manual_dir: str, classes: str | None = None, **options
 class ImageFolder(tfds.core.GeneratorBasedBuilder):
   """A user's own labelled chest films."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "First release."}
+  # Bump when the stored format changes, so a stale build is never read.
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.0.0": "First release.",
+                   "1.1.0": "Images and masks stored as raw / zlib bytes."}
   BUILDER_CONFIGS = []
   MANUAL_DOWNLOAD_INSTRUCTIONS = """
   Put images/, labels.csv and (for masks) masks/ in one folder and pass it as

@@ -68,8 +68,10 @@ def _read_classes(path: str, problems: manual.Problems) -> dict[str, str]:
 class RsnaPneumonia(tfds.core.GeneratorBasedBuilder):
   """RSNA Pneumonia Detection Challenge, stage 2 train set, with boxes."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "First release."}
+  # Bump when the stored format changes, so a stale build is never read.
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.0.0": "First release.",
+                   "1.1.0": "Images and masks stored as raw / zlib bytes."}
   BUILDER_CONFIGS = []  # configs are made per run by `make_config`
   MANUAL_DOWNLOAD_INSTRUCTIONS = """
   Download the "RSNA Pneumonia Detection Challenge" data from Kaggle

@@ -64,8 +64,10 @@ def _read_rle(path: str, problems: manual.Problems) -> tuple[dict[str, list[str]
 class SiimAcrPneumothorax(tfds.core.GeneratorBasedBuilder):
   """SIIM-ACR Pneumothorax Segmentation (train set), masks from RLE."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "First release."}
+  # Bump when the stored format changes, so a stale build is never read.
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.0.0": "First release.",
+                   "1.1.0": "Images and masks stored as raw / zlib bytes."}
   BUILDER_CONFIGS = []
   MANUAL_DOWNLOAD_INSTRUCTIONS = """
   Download the SIIM-ACR Pneumothorax Segmentation data in its original DICOM
