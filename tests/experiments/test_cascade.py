@@ -1,37 +1,22 @@
 """The cascading randomization experiment end to end, on tiny phantoms."""
 
-import csv
 import json
 import os
 
-import numpy as np
 import pytest
+import experiment_runs
 
-from saliency_jax import config as config_lib
 from saliency_jax import main as main_lib
 from saliency_jax.experiments import common
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 
 def quick_config(data_dir):
-  config = config_lib.load_file(os.path.join(ROOT, "configs", "cascade.py"), "quick")
-  config.data_dir = str(data_dir)
-  return config
+  return experiment_runs.quick_config("cascade", data_dir)
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-  data_dir = tmp_path_factory.mktemp("data")
-  workdir = tmp_path_factory.mktemp("cascade")
-  config = quick_config(data_dir)
-  summary = main_lib.run(config, str(workdir))
-  return config, workdir, summary
-
-
-def _rows(workdir):
-  with open(workdir / "results.csv", newline="") as f:
-    return list(csv.DictReader(f))
+  return experiment_runs.run_quick("cascade", tmp_path_factory)
 
 
 def test_writes_every_result_file(run):
@@ -51,7 +36,7 @@ def test_writes_every_result_file(run):
 
 def test_results_are_long_format_with_every_stage_method_and_metric(run):
   config, workdir, summary = run
-  rows = _rows(workdir)
+  rows = experiment_runs.read_results(workdir)
   assert tuple(rows[0]) == common.FIELDS
   num_stages = len(summary["stages"])
   n = summary["num_images"]
@@ -68,7 +53,7 @@ def test_results_are_long_format_with_every_stage_method_and_metric(run):
 
 def test_stage_zero_reproduces_the_original_maps(run):
   _, workdir, _ = run
-  for r in _rows(workdir):
+  for r in experiment_runs.read_results(workdir):
     if r["stage"] == "0" and r["metric"] in ("spearman", "ssim"):
       assert float(r["value"]) == pytest.approx(1.0, abs=1e-5), r
 

@@ -1,12 +1,12 @@
 """The label randomization experiment end to end, on tiny phantoms."""
 
-import csv
 import json
 import os
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import experiment_runs
 
 from saliency_jax import config as config_lib
 from saliency_jax import data as data_lib
@@ -16,28 +16,14 @@ from saliency_jax import train
 from saliency_jax.experiments import common
 from saliency_jax.experiments import label_randomization as lr
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 
 def quick_config(data_dir):
-  config = config_lib.load_file(os.path.join(ROOT, "configs",
-                                             "label_randomization.py"), "quick")
-  config.data_dir = str(data_dir)
-  return config
+  return experiment_runs.quick_config("label_randomization", data_dir)
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-  data_dir = tmp_path_factory.mktemp("data")
-  workdir = tmp_path_factory.mktemp("label_randomization")
-  config = quick_config(data_dir)
-  summary = main_lib.run(config, str(workdir))
-  return config, workdir, summary
-
-
-def _rows(workdir):
-  with open(workdir / "results.csv", newline="") as f:
-    return list(csv.DictReader(f))
+  return experiment_runs.run_quick("label_randomization", tmp_path_factory)
 
 
 def test_writes_every_result_file(run):
@@ -59,7 +45,7 @@ def test_writes_every_result_file(run):
 
 def test_rows_put_the_trained_model_at_stage_zero_and_the_other_at_one(run):
   config, workdir, summary = run
-  rows = _rows(workdir)
+  rows = experiment_runs.read_results(workdir)
   assert tuple(rows[0]) == common.FIELDS
   n = summary["num_images"]
   per_method = n * (2 * len(config.localization) + 2 * len(config.similarity))
@@ -76,7 +62,7 @@ def test_rows_put_the_trained_model_at_stage_zero_and_the_other_at_one(run):
 
 def test_verdicts_and_differences_follow_the_rows(run):
   config, workdir, summary = run
-  rows = _rows(workdir)
+  rows = experiment_runs.read_results(workdir)
   for method in config.methods:
     for metric in config.similarity:
       verdict = summary["verdicts"][method][metric]

@@ -1,12 +1,12 @@
 """The localization experiment end to end, on tiny phantoms."""
 
-import csv
 import json
 import os
 
 import numpy as np
 import pytest
 from scipy import stats as scipy_stats
+import experiment_runs
 
 from saliency_jax import config as config_lib
 from saliency_jax import data as data_lib
@@ -17,27 +17,14 @@ from saliency_jax.metrics import localization as metrics
 from saliency_jax.metrics import stats
 from saliency_jax.saliency import postprocess
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 
 def quick_config(data_dir):
-  config = config_lib.load_file(os.path.join(ROOT, "configs", "localization.py"), "quick")
-  config.data_dir = str(data_dir)
-  return config
+  return experiment_runs.quick_config("localization", data_dir)
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-  data_dir = tmp_path_factory.mktemp("data")
-  workdir = tmp_path_factory.mktemp("localization")
-  config = quick_config(data_dir)
-  summary = main_lib.run(config, str(workdir))
-  return config, workdir, summary
-
-
-def _rows(workdir):
-  with open(workdir / "results.csv", newline="") as f:
-    return list(csv.DictReader(f))
+  return experiment_runs.run_quick("localization", tmp_path_factory)
 
 
 def _names(config):
@@ -63,7 +50,7 @@ def test_writes_every_result_file(run):
 
 def test_rows_cover_every_map_image_and_metric_at_stage_zero(run):
   config, workdir, summary = run
-  rows = _rows(workdir)
+  rows = experiment_runs.read_results(workdir)
   assert tuple(rows[0]) == common.FIELDS
   n = summary["num_images"]
   assert n == config.num_images
@@ -88,7 +75,7 @@ def test_mean_training_mask_is_the_mean_of_the_training_masks(run):
   assert 0.0 < mean.max() < 1.0 and mean[0, 0] == 0.0
   # Its scores are those of that map against each evaluation mask.
   images = common.evaluation_images(config)
-  scores = {r["image_id"]: float(r["value"]) for r in _rows(workdir)
+  scores = {r["image_id"]: float(r["value"]) for r in experiment_runs.read_results(workdir)
             if r["method"] == "mean_training_mask" and r["metric"] == "auprc"}
   for image_id, mask in zip(images["id"], images["mask"]):
     assert scores[str(image_id)] == pytest.approx(
@@ -109,7 +96,7 @@ def test_controls_ignore_the_image_or_the_model_as_designed(run):
 
 def test_each_method_is_tested_against_the_best_control(run):
   config, workdir, summary = run
-  rows = _rows(workdir)
+  rows = experiment_runs.read_results(workdir)
   means = {(a["method"], a["metric"]): a["mean"] for a in summary["aggregates"]}
   for metric in config.localization:
     comparison = summary["comparisons"][metric]

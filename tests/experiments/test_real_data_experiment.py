@@ -1,16 +1,14 @@
 """The cascade experiment on a generated tree in RSNA Pneumonia's Kaggle layout."""
 
 import json
-import os
 
 import pytest
+import experiment_runs
 
 from saliency_jax import config as config_lib
 from saliency_jax import main as main_lib
 from saliency_jax.data import mock_downloads
 from saliency_jax.data.rsna_pneumonia import rsna_pneumonia as rsna
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_cascade_runs_on_an_rsna_tree_and_reports_what_was_skipped(tmp_path):
@@ -19,7 +17,7 @@ def test_cascade_runs_on_an_rsna_tree_and_reports_what_was_skipped(tmp_path):
   # One corrupt film: skipped and counted, not silently dropped.
   corrupt = next(p for p in sorted(truth) if truth[p]["class"] != rsna.OTHER)
   (manual_dir / rsna.IMAGES / f"{corrupt}.dcm").write_bytes(b"not a dicom file")
-  config = config_lib.load_file(os.path.join(ROOT, "configs", "cascade.py"), "quick")
+  config = config_lib.load_file(experiment_runs.config_path("cascade"), "quick")
   config.dataset = "rsna_pneumonia"
   config.manual_dir = str(manual_dir)
   config.data_dir = str(tmp_path / "tfds")
@@ -51,7 +49,7 @@ def test_cascade_runs_on_an_rsna_tree_and_reports_what_was_skipped(tmp_path):
 
 
 def test_real_data_keys_are_checked_before_anything_runs(tmp_path):
-  config = config_lib.load_file(os.path.join(ROOT, "configs", "cascade.py"), "quick")
+  config = config_lib.load_file(experiment_runs.config_path("cascade"), "quick")
   config.dataset = "siim_acr_pneumothorax"
   with pytest.raises(ValueError, match="config.manual_dir: .*siim_acr_pneumothorax"):
     config_lib.validate(config)

@@ -1,39 +1,23 @@
 """The repeatability experiment end to end on tiny phantoms, and its pieces."""
 
-import csv
 import json
 import os
 
 import numpy as np
 import pytest
+import experiment_runs
 
 from saliency_jax import config as config_lib
 from saliency_jax import main as main_lib
 from saliency_jax.experiments import common
 from saliency_jax.experiments import repeatability
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CONFIG = os.path.join(ROOT, "configs", "repeatability.py")
-
-
-def quick_config(data_dir):
-  config = config_lib.load_file(CONFIG, "quick")
-  config.data_dir = str(data_dir)
-  return config
+CONFIG = experiment_runs.config_path("repeatability")
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-  data_dir = tmp_path_factory.mktemp("data")
-  workdir = tmp_path_factory.mktemp("repeatability")
-  config = quick_config(data_dir)
-  summary = main_lib.run(config, str(workdir))
-  return config, workdir, summary
-
-
-def _rows(workdir):
-  with open(workdir / "results.csv", newline="") as f:
-    return list(csv.DictReader(f))
+  return experiment_runs.run_quick("repeatability", tmp_path_factory)
 
 
 def _member(name, seed):
@@ -61,7 +45,7 @@ def test_writes_every_result_file(run):
 
 def test_rows_per_pair_replicate_image_and_metric(run):
   config, workdir, summary = run
-  rows = _rows(workdir)
+  rows = experiment_runs.read_results(workdir)
   assert tuple(rows[0]) == common.FIELDS
   n = summary["num_images"]
   pairs = config.replicates * (config.replicates - 1) // 2

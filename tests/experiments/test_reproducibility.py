@@ -1,11 +1,11 @@
 """The reproducibility experiment end to end on tiny phantoms, and its pieces."""
 
-import csv
 import json
 import os
 import shutil
 
 import pytest
+import experiment_runs
 
 from saliency_jax import config as config_lib
 from saliency_jax import io_utils
@@ -13,28 +13,12 @@ from saliency_jax import main as main_lib
 from saliency_jax.experiments import common
 from saliency_jax.experiments import reproducibility
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CONFIG = os.path.join(ROOT, "configs", "reproducibility.py")
-
-
-def quick_config(data_dir):
-  config = config_lib.load_file(CONFIG, "quick")
-  config.data_dir = str(data_dir)
-  return config
+CONFIG = experiment_runs.config_path("reproducibility")
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-  data_dir = tmp_path_factory.mktemp("data")
-  workdir = tmp_path_factory.mktemp("reproducibility")
-  config = quick_config(data_dir)
-  summary = main_lib.run(config, str(workdir))
-  return config, workdir, summary
-
-
-def _rows(workdir):
-  with open(workdir / "results.csv", newline="") as f:
-    return list(csv.DictReader(f))
+  return experiment_runs.run_quick("reproducibility", tmp_path_factory)
 
 
 def test_writes_every_result_file(run):
@@ -55,7 +39,7 @@ def test_writes_every_result_file(run):
 
 def test_rows_per_pair_model_image_and_metric(run):
   config, workdir, summary = run
-  rows = _rows(workdir)
+  rows = experiment_runs.read_results(workdir)
   n = summary["num_images"]
   label_a, label_b = reproducibility.architecture_labels(config)
   assert (label_a, label_b) == ("small_cnn_w0.125", "small_cnn_w0.25")
@@ -90,7 +74,7 @@ def test_a_replicate_from_replicates_dir_is_reused(run, tmp_path):
   config.replicates_dir = str(replicates)
   summary = reproducibility.run(config, str(workdir_copy))
   assert [p["group"] for p in summary["pairs"]] == ["architectures", "replicates"]
-  intra = [r for r in _rows(workdir_copy) if r["metric"].endswith("_seed1")]
+  intra = [r for r in experiment_runs.read_results(workdir_copy) if r["metric"].endswith("_seed1")]
   n = summary["num_images"]
   assert len(intra) == len(config.methods) * n * len(config.similarity)
   for r in intra:

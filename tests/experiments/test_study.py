@@ -4,16 +4,15 @@ import json
 import os
 
 import pytest
+import experiment_runs
 
 from saliency_jax import config as config_lib
 from saliency_jax import main as main_lib
 from saliency_jax.experiments import study
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 
 def test_study_runs_tests_in_subfolders_and_tabulates_verdicts(tmp_path):
-  config = config_lib.load_file(os.path.join(ROOT, "configs", "study.py"), "quick")
+  config = config_lib.load_file(experiment_runs.config_path("study"), "quick")
   config.data_dir = str(tmp_path / "data")
   config.study.tests = ("cascade", "localization")
   workdir = tmp_path / "study"
@@ -42,7 +41,7 @@ def test_verdicts_of_reads_each_summary_kind():
 
 
 def test_unknown_test_is_named():
-  config = config_lib.load_file(os.path.join(ROOT, "configs", "study.py"), "quick")
+  config = config_lib.load_file(experiment_runs.config_path("study"), "quick")
   config.study.tests = ("cascade", "vibes")
   with pytest.raises(ValueError, match="config.study.tests='vibes' is not allowed"):
     config_lib.validate(config)
