@@ -234,23 +234,7 @@ def _verdict_section(summary, methods, similarity, labels) -> str:
                  "verdict says whether that block alone "
                  "changes the maps, not whether the maps survive a fully "
                  "randomized model.\n")
-  header = [f"Verdict ({chosen})", "Upper CI below baseline", "Passes under"]
-  for metric in metrics:
-    header += [f"{metric}, {column}", f"{metric}, baseline"]
-  lines += ["| Method | " + " | ".join(header) + " |",
-            "|---|" + "---|" * len(header)]
-  for method in methods:
-    by_metric = verdicts.get(method, {})
-    main = by_metric.get(chosen)
-    cells = [("PASS" if main["passed"] else "FAIL") if main else "n/a",
-             ("yes" if main["passed_upper_ci"] else "no") if main else "n/a",
-             ", ".join(m for m in metrics if by_metric.get(m, {}).get("passed"))
-             or "none"]
-    for metric in metrics:
-      verdict = by_metric.get(metric) or {}
-      cells += [markdown.interval(verdict.get("similarity")),
-                markdown.interval(verdict.get("baseline"))]
-    lines.append(f"| `{method}` | " + " | ".join(cells) + " |")
+  lines += markdown.verdict_table(verdicts, methods, metrics, chosen, column)
   if chosen not in metrics:
     lines.append(f"\n`verdict_metric` = `{chosen}` was not computed: no verdict.")
   return "\n".join(lines) + "\n"
