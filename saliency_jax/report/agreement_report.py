@@ -299,14 +299,7 @@ def _excluded_section(summary, index: Index, methods) -> str:
       lines.append(f"- `{method}` `{metric}` of {model} (seed {seed}): "
                    f"{row['excluded']} of {row['excluded'] + row.get('n', 0)} "
                    "images not scored")
-  for method in methods:
-    for metric, verdict in (summary.get("verdicts") or {}).get(method, {}).items():
-      for part, count in (verdict.get("num_excluded") or {}).items():
-        if count:
-          lines.append(f"- `{method}` `{metric}` verdict: {count} {part} "
-                       "scores not computed")
-  body = "\n".join(lines) if lines else "None: every image was scored on every metric."
-  return "## Excluded scores\n\n" + body + "\n"
+  return markdown.excluded_section(lines, summary, methods)
 
 
 def _how_to_read(summary) -> str:

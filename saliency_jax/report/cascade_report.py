@@ -161,7 +161,7 @@ def _render(config: Any, summary: Mapping[str, Any],
       _what_ran(config, summary, images_np, methods, labels),
       _verdict_section(summary, methods, similarity, labels),
       _localization_section(summary, index, methods, localization, labels),
-      _excluded_section(summary, index, methods),
+      markdown.excluded_section(markdown.excluded_lines(index), summary, methods),
       _figures_section(written),
       _how_to_read(),
   ]
@@ -263,23 +263,6 @@ def _localization_section(summary, index: Index, methods, metrics, labels) -> st
                    f"{markdown.count(trained)} / {markdown.count(randomized)} |")
     lines.append("")
   return "\n".join(lines)
-
-
-def _excluded_section(summary, index: Index, methods) -> str:
-  """Scores that could not be computed (NaN): counted, never silently dropped."""
-  lines = []
-  for (method, metric, stage), row in sorted(index.items()):
-    if row.get("excluded"):
-      lines.append(f"- `{method}` `{metric}` stage {stage}: {row['excluded']} "
-                   f"of {row['excluded'] + row.get('n', 0)} images not scored")
-  for method in methods:
-    for metric, verdict in (summary.get("verdicts") or {}).get(method, {}).items():
-      for part, count in (verdict.get("num_excluded") or {}).items():
-        if count:
-          lines.append(f"- `{method}` `{metric}` verdict: {count} {part} "
-                       "scores not computed")
-  body = "\n".join(lines) if lines else "None: every image was scored on every metric."
-  return "## Excluded scores\n\n" + body + "\n"
 
 
 def _figures_section(written: Mapping[str, list[tuple[str, str]]]) -> str:

@@ -12,7 +12,7 @@ Writes ``workdir/figures/label_randomization_*.png`` and ``workdir/report.md``.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -52,7 +52,7 @@ def write(workdir: str, config: Any, summary: Mapping[str, Any],
       _memorization_section(summary),
       _verdict_section(summary, methods),
       _localization_section(summary, index, methods),
-      _excluded_section(summary, index, methods),
+      markdown.excluded_section(markdown.excluded_lines(index), summary, methods),
       markdown.figures_section(written, {
           "difference": "Localization lost with the labels",
           "maps": "Maps of both models"}),
@@ -225,18 +225,6 @@ def _localization_section(summary, index, methods) -> str:
           f"{row.get('n', 'n/a')} |")
     lines.append("")
   return "\n".join(lines)
-
-
-def _excluded_section(summary, index, methods: Sequence[str]) -> str:
-  lines = markdown.excluded_lines(index)
-  for method in methods:
-    for metric, verdict in (summary.get("verdicts") or {}).get(method, {}).items():
-      for part, count in (verdict.get("num_excluded") or {}).items():
-        if count:
-          lines.append(f"- `{method}` `{metric}` verdict: {count} {part} "
-                       "scores not computed")
-  body = "\n".join(lines) if lines else "None: every image was scored on every metric."
-  return "## Excluded scores\n\n" + body + "\n"
 
 
 def _how_to_read() -> str:

@@ -62,7 +62,7 @@ def write(workdir: str, config: Any, summary: Mapping[str, Any],
       _what_ran(config, summary, images_np, methods, controls),
       _verdict_section(summary, methods),
       _metric_sections(summary, index, methods, controls, metrics),
-      _excluded_section(index),
+      markdown.excluded_section(markdown.excluded_lines(index)),
       markdown.figures_section(written, {"bars": "Localization of methods and "
                                          "controls", "maps": "Example maps"}),
       _how_to_read(summary),
@@ -205,12 +205,6 @@ def _metric_sections(summary, index, methods, controls, metrics) -> str:
                    f"{markdown.count(agg)} | {better} |")
     lines.append("")
   return "\n".join(lines)
-
-
-def _excluded_section(index) -> str:
-  lines = markdown.excluded_lines(index)
-  body = "\n".join(lines) if lines else "None: every image was scored on every metric."
-  return "## Excluded scores\n\n" + body + "\n"
 
 
 def _how_to_read(summary) -> str:

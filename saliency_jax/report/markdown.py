@@ -92,6 +92,22 @@ def excluded_lines(index_: Index) -> list[str]:
   return lines
 
 
+def excluded_section(lines: Sequence[str], summary: Mapping[str, Any] | None = None,
+                     methods: Sequence[str] = ()) -> str:
+  """'## Excluded scores': ``lines`` (unscored images per aggregate) and, per
+  method and metric, the scores a verdict could not compute."""
+  lines = list(lines)
+  verdicts = (summary or {}).get("verdicts") or {}
+  for method in methods:
+    for metric, verdict in verdicts.get(method, {}).items():
+      for part, count in (verdict.get("num_excluded") or {}).items():
+        if count:
+          lines.append(f"- `{method}` `{metric}` verdict: {count} {part} "
+                       "scores not computed")
+  body = "\n".join(lines) if lines else "None: every image was scored on every metric."
+  return "## Excluded scores\n\n" + body + "\n"
+
+
 def verdict_table(verdicts: Mapping[str, Mapping[str, Any]],
                   methods: Sequence[str], metrics: Sequence[str], chosen: str,
                   column: str) -> list[str]:
