@@ -55,8 +55,7 @@ def _stage_states(config, model, in_channels: int
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Runs the test for every method in ``config.methods``; see module doc."""
-  images_np = common.evaluation_images(config)
-  common.write_image_table(workdir, images_np)
+  images_np = common.evaluation_images(config, workdir=workdir)
   in_channels = images_np["image"].shape[-1]
   model, training = common.trained_model(config, workdir, in_channels=in_channels)
   explainee, stacked, blocks = _stage_states(config, model, in_channels)

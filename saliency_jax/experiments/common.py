@@ -88,12 +88,13 @@ def trained_model(config: ml_collections.ConfigDict, workdir: str, *,
 
 # ----------------------------------------------------------------- images ---
 
-def evaluation_images(config: ml_collections.ConfigDict,
-                      split: str = "test") -> dict[str, np.ndarray]:
+def evaluation_images(config: ml_collections.ConfigDict, split: str = "test", *,
+                      workdir: str | None = None) -> dict[str, np.ndarray]:
   """``config.num_images`` random positive images of ``split`` (keyed subset).
 
   Arun et al. evaluated 100 random positive test images. A positive here is
-  an image with at least one box (or mask pixel).
+  an image with at least one box (or mask pixel). With ``workdir`` the chosen
+  images are also listed in its ``images.csv`` (:func:`write_image_table`).
   """
   data = data_lib.load(config, split)
   positive = np.flatnonzero((data["label"] == 1) & data["mask"].any(axis=(1, 2)))
@@ -106,7 +107,10 @@ def evaluation_images(config: ml_collections.ConfigDict,
                     "using %d", config.num_images, split, positive.size, count)
   rng = np.random.default_rng(seed_for(config, SUBSET_KEY))
   chosen = np.sort(rng.choice(positive, size=count, replace=False))
-  return {k: v[chosen] for k, v in data.items()}
+  images = {k: v[chosen] for k, v in data.items()}
+  if workdir is not None:
+    write_image_table(workdir, images)
+  return images
 
 
 IMAGE_FIELDS = ("label", "num_boxes", "mask_fraction", "patient_id", "view_position",

@@ -49,8 +49,7 @@ ALPHA = 0.05
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Scores every method and control on the test positives; see module doc."""
-  images_np = common.evaluation_images(config)
-  common.write_image_table(workdir, images_np)
+  images_np = common.evaluation_images(config, workdir=workdir)
   in_channels = images_np["image"].shape[-1]
   model, training = common.trained_model(config, workdir, in_channels=in_channels)
   explainee = saliency.from_model(model)

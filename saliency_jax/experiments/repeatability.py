@@ -422,8 +422,7 @@ def finish(config: ml_collections.ConfigDict, workdir: str, experiment: str,
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains the replicates and compares their maps; see module doc."""
-  images_np = common.evaluation_images(config)
-  common.write_image_table(workdir, images_np)
+  images_np = common.evaluation_images(config, workdir=workdir)
   members = train_replicates(config, workdir, in_channels=images_np["image"].shape[-1])
   pairs = [Pair(a, b, REPLICATES)
            for a, b in itertools.combinations(range(len(members)), 2)]

@@ -152,8 +152,7 @@ def other_tag(label: str) -> str:
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains both architectures and compares their maps; see module doc."""
-  images_np = common.evaluation_images(config)
-  common.write_image_table(workdir, images_np)
+  images_np = common.evaluation_images(config, workdir=workdir)
   members, pairs = architectures(config, workdir, images_np["image"].shape[-1])
   return repeatability.finish(config, workdir, EXPERIMENT, members, pairs,
                               ARCHITECTURES, images_np)
