@@ -179,14 +179,12 @@ def _check_real_data(config: ml_collections.ConfigDict) -> None:
                      "(see the README's Real data section)")
   if not os.path.isdir(config.manual_dir):
     raise ValueError(f"config.manual_dir={config.manual_dir!r}: no such directory")
-  _check_choice("on_bad_input", config.on_bad_input, ("error", "skip"))
+  # Imported here: the data package imports JAX, which flag errors should not wait for.
+  from saliency_jax.data import manual  # pylint: disable=g-import-not-at-top
+  _check_choice("on_bad_input", config.on_bad_input, manual.ON_BAD_INPUT)
   r = config.real_data
   _check_choice("real_data.classes", r.classes, ("opacity_vs_normal", "all"))
-  fractions = tuple(r.split_fractions)
-  if (len(fractions) != 3 or any(f < 0 for f in fractions)
-      or abs(sum(fractions) - 1.0) > 1e-6):
-    raise ValueError(f"config.real_data.split_fractions={fractions}: expected three "
-                     "non-negative fractions (train, validation, test) summing to 1")
+  manual.check_split_fractions(tuple(r.split_fractions))
   if r.split_dir is not None and not os.path.isdir(r.split_dir):
     raise ValueError(f"config.real_data.split_dir={r.split_dir!r}: no such directory")
   if r.num_workers is not None and r.num_workers < 0:

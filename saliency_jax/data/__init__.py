@@ -44,11 +44,8 @@ def provenance(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """
   if config.dataset == "synthetic_cxr":
     return {}
-  meta = pipeline.dataset_metadata(config.dataset, data_dir=config.data_dir,
+  return pipeline.dataset_metadata(config.dataset, data_dir=config.data_dir,
                                    **builder_options(config))
-  keys = ("classes", "excluded_by_class", "on_bad_input", "skipped", "num_skipped",
-          "skipped_examples")
-  return {k: meta[k] for k in keys if k in meta}
 
 
 def load(config: ml_collections.ConfigDict, split: str) -> dict[str, np.ndarray]:

@@ -148,6 +148,14 @@ def box_outside(box: Sequence[float], height: int, width: int) -> str | None:
   return None
 
 
+def check_split_fractions(fractions: Sequence[float]) -> None:
+  """Raises unless ``fractions`` are three non-negative numbers summing to 1."""
+  if len(fractions) != 3 or any(f < 0 for f in fractions) or not math.isclose(
+      sum(fractions), 1.0, abs_tol=1e-6):
+    raise ValueError(f"config.real_data.split_fractions={tuple(fractions)}: expected three "
+                     "non-negative fractions (train, validation, test) summing to 1")
+
+
 def assign_splits(groups: Sequence[str], *, seed: int,
                   fractions: Sequence[float] = (0.8, 0.1, 0.1)) -> dict[str, str]:
   """Group (patient) id -> split, a seeded permutation of the sorted ids cut by ``fractions``.
@@ -158,10 +166,7 @@ def assign_splits(groups: Sequence[str], *, seed: int,
   validation, the rest to test. Images of one patient share its split.
   """
   import jax  # pylint: disable=g-import-not-at-top  # builders run without JAX otherwise
-  if len(fractions) != 3 or any(f < 0 for f in fractions) or not math.isclose(
-      sum(fractions), 1.0, abs_tol=1e-6):
-    raise ValueError(f"config.real_data.split_fractions={tuple(fractions)}: expected three "
-                     "non-negative fractions (train, validation, test) summing to 1")
+  check_split_fractions(fractions)
   ids = sorted(set(groups))
   order = np.asarray(jax.random.permutation(jax.random.PRNGKey(seed), len(ids)))
   n_train = round(fractions[0] * len(ids))
