@@ -173,14 +173,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 def _check_real_data(config: ml_collections.ConfigDict) -> None:
   """Keys of the datasets built from manual downloads (RSNA, SIIM-ACR, image_folder)."""
-  if not config.manual_dir:
-    raise ValueError(f"config.manual_dir: config.dataset={config.dataset!r} is built from "
-                     "files you download yourself; set --config.manual_dir=PATH "
-                     "(see the README's Real data section)")
-  if not os.path.isdir(config.manual_dir):
-    raise ValueError(f"config.manual_dir={config.manual_dir!r}: no such directory")
   # Imported here: the data package imports JAX, which flag errors should not wait for.
   from saliency_jax.data import manual  # pylint: disable=g-import-not-at-top
+  manual.check_manual_dir(config.dataset, config.manual_dir)
   _check_choice("on_bad_input", config.on_bad_input, manual.ON_BAD_INPUT)
   r = config.real_data
   _check_choice("real_data.classes", r.classes, ("opacity_vs_normal", "all"))

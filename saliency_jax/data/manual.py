@@ -67,6 +67,16 @@ class Problems:
                 num_skipped=int(sum(self.counts.values())), skipped_examples=self.examples)
 
 
+def check_manual_dir(dataset: str, manual_dir: str | None) -> None:
+  """Raises unless ``manual_dir`` is an existing folder (where the download lives)."""
+  if not manual_dir:
+    raise ValueError(f"config.manual_dir: config.dataset={dataset!r} is built from files "
+                     "you download yourself; set --config.manual_dir=PATH (see the "
+                     "README's Real data section)")
+  if not os.path.isdir(manual_dir):
+    raise ValueError(f"config.manual_dir={manual_dir!r}: no such directory")
+
+
 def fingerprint(paths: Iterable[str | os.PathLike], extra: str = "") -> str:
   """8 hex digits of SHA-1 over the files' bytes (and ``extra``): a cache key for the labels."""
   digest = hashlib.sha1(extra.encode())

@@ -14,7 +14,6 @@ import functools
 import importlib
 import inspect
 import logging
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -39,11 +38,7 @@ def _synthetic_cxr(data_dir: str | None, **options: Any):
 def _manual(module: str, cls: str) -> Callable[..., Any]:
   """Factory for a manual-download builder: options go to its ``make_config``."""
   def factory(data_dir: str | None, *, manual_dir: str | None = None, **options: Any):
-    if not manual_dir:
-      raise ValueError(f"config.manual_dir: the {module} dataset is built from files you "
-                       "download yourself; set --config.manual_dir=PATH (README: Real data)")
-    if not os.path.isdir(manual_dir):
-      raise ValueError(f"config.manual_dir={manual_dir!r}: no such directory")
+    manual.check_manual_dir(module, manual_dir)
     package = importlib.import_module(f"saliency_jax.data.{module}")
     from saliency_jax.data import manual_builder  # pylint: disable=g-import-not-at-top
     shared = set(inspect.signature(manual_builder.make_config).parameters)
