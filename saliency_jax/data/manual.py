@@ -478,35 +478,6 @@ def features(size: int, label_names: Sequence[str], text_fields: Sequence[str] =
   })
 
 
-def generate(tasks: Sequence[Task], problems: Problems, *, num_workers: int | None,
-             desc: str) -> Iterator[tuple[int, dict[str, Any]]]:
-  """``(index, record)`` for the tasks that decode; the others go to ``problems``."""
-  for index, result in enumerate(parallel_map(load_example, tasks, num_workers=num_workers,
-                                              desc=desc)):
-    if isinstance(result, Bad):
-      problems.record(result.kind, result.where, result.what)
-      continue
-    yield index, result
-
-
-def generate_split(builder, split: str, tasks: Sequence[Task], problems: Problems
-                   ) -> Iterator[tuple[int, dict[str, Any]]]:
-  """A split generator for ``builder``: decodes ``tasks`` and keeps the skip counts current.
-
-  Raises when every example of the split was skipped; the metadata is
-  updated after each split, before TFDS writes it at the end of the build.
-  """
-  count = 0
-  for index, record in generate(tasks, problems, num_workers=builder.builder_config.num_workers,
-                                desc=f"{builder.name} {split}"):
-    count += 1
-    yield index, record
-  if count == 0:
-    raise BadInputError(f"{builder.name}: split {split!r} is empty after skipping all "
-                        f"{len(tasks)} of its images; first problems: {problems.examples[:3]}")
-  builder.info.metadata.update(problems.metadata())
-
-
 @dataclasses.dataclass(frozen=True)
 class Labels:
   """What a labels CSV says per image: label, boxes and patient, and every id it names.

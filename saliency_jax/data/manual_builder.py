@@ -8,7 +8,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import tensorflow_datasets as tfds
 
@@ -78,5 +79,30 @@ def split_generators(builder: tfds.core.GeneratorBasedBuilder,
   """Checks no split is empty, records the metadata so far, returns the generators."""
   manual.check_nonempty({s: len(t) for s, t in tasks.items()}, builder.name)
   builder.info.metadata.update(metadata, **problems.metadata())
-  return {split: manual.generate_split(builder, split, split_tasks, problems)
+  return {split: _generate(builder, split, split_tasks, problems)
           for split, split_tasks in tasks.items()}
+
+
+def _generate(builder: tfds.core.GeneratorBasedBuilder, split: str,
+              tasks: Sequence[manual.Task], problems: manual.Problems
+              ) -> Iterator[tuple[int, dict[str, Any]]]:
+  """``(index, record)`` for the tasks that decode; the others go to ``problems``.
+
+  Raises when every example of the split was skipped; the metadata is
+  updated after each split, before TFDS writes it at the end of the build.
+  """
+  count = 0
+  results = manual.parallel_map(manual.load_example, tasks,
+                                num_workers=builder.builder_config.num_workers,
+                                desc=f"{builder.name} {split}")
+  for index, result in enumerate(results):
+    if isinstance(result, manual.Bad):
+      problems.record(result.kind, result.where, result.what)
+      continue
+    count += 1
+    yield index, result
+  if count == 0:
+    raise manual.BadInputError(
+        f"{builder.name}: split {split!r} is empty after skipping all {len(tasks)} of its "
+        f"images; first problems: {problems.examples[:3]}")
+  builder.info.metadata.update(problems.metadata())
