@@ -1,14 +1,15 @@
 """Command line: ``python -m saliency_jax.main --config=configs/NAME.py --workdir=DIR``.
 
-Parses flags, validates the config, writes ``DIR/config.json`` and hands over
-to the experiment that ``config.experiment`` names. Everything else lives in
-importable modules.
+Parses flags, validates the config once, takes the workdir (lock, recorded
+config and inputs: :mod:`saliency_jax.workdir`) and hands over to the
+experiment that ``config.experiment`` names. The project's own errors
+(:mod:`saliency_jax.errors`) print as one ``error:`` line, exit 2
+(``--traceback`` shows the trace); anything else keeps its traceback.
 """
 
 from __future__ import annotations
 
 import importlib
-import json
 import logging as std_logging
 import os
 import re
@@ -20,67 +21,58 @@ from absl import logging
 from ml_collections import config_flags
 
 from saliency_jax import config as config_lib
-from saliency_jax import io_utils
+from saliency_jax import errors
+from saliency_jax import workdir as workdir_lib
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (configs/NAME.py[:preset]).",
     lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for results.")
+_TRACEBACK = flags.DEFINE_bool(
+    "traceback", False, "Show the full traceback of the project's own errors "
+    "(bad config, data, weights, workdir) instead of one line; for bug reports.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def run(config, workdir: str):
-  """Validates ``config``, records it in ``workdir`` and runs its experiment."""
+def validate(config):
+  """Every key of ``config``, before anything is written; returns its experiment.
+
+  The shared keys (``config.validate``), then the experiment's own (its
+  module's ``validate``, where it has one).
+  """
   config_lib.validate(config)
-  config = config_lib.resolve(config)  # e.g. preprocessing='auto' made explicit
-  os.makedirs(workdir, exist_ok=True)
-  resolved = config.to_json_best_effort(indent=2, sort_keys=True) + "\n"
-  path = os.path.join(workdir, "config.json")
-  if os.path.exists(path):
-    _check_same_run(path, json.loads(resolved))
-  io_utils.write_text(path, resolved)
   module, function = config_lib.EXPERIMENTS[config.experiment].split(":")
-  return getattr(importlib.import_module(module), function)(config, workdir)
+  experiment = importlib.import_module(module)
+  if hasattr(experiment, "validate"):
+    experiment.validate(config)
+  return getattr(experiment, function)
 
 
-def _check_same_run(path: str, config: dict) -> None:
-  """A workdir resumes only the run it holds: other settings need another dir."""
-  before = io_utils.read_json(path)
-  changed = sorted(_flat(before).items() ^ _flat(config).items())
-  if changed:
-    keys = sorted({k for k, _ in changed})
-    raise ValueError(f"--workdir={os.path.dirname(path)} holds a run with other "
-                     f"settings (config.{', config.'.join(keys)}); use a new "
-                     "--workdir, or the same settings to resume")
-
-
-def _flat(tree: dict, prefix: str = "") -> dict:
-  out = {}
-  for k, v in tree.items():
-    if isinstance(v, dict):
-      out.update(_flat(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = json.dumps(v, sort_keys=True)
-  return out
+def run(config, workdir: str):
+  """Validates ``config`` once, takes ``workdir`` and runs its experiment."""
+  experiment = validate(config)
+  config = config_lib.resolve(config)  # e.g. preprocessing='auto' made explicit
+  workdir_lib.check_usable(workdir)
+  with workdir_lib.lock(workdir):
+    workdir_lib.record_config(workdir, config)
+    workdir_lib.record_inputs(workdir, workdir_lib.file_inputs(config))
+    import jax  # pylint: disable=g-import-not-at-top
+    logging.info("JAX %s, backend %s, devices %s", jax.__version__,
+                 jax.default_backend(), jax.devices())
+    return experiment(config, workdir)
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  _quiet_orbax()
   try:
-    config_lib.validate(_CONFIG.value)
-    path = os.path.join(_WORKDIR.value, "config.json")
-    if os.path.exists(path):
-      _check_same_run(path, json.loads(
-          config_lib.resolve(_CONFIG.value).to_json_best_effort()))
-  except ValueError as e:
+    run(_CONFIG.value, _WORKDIR.value)
+  except errors.Error as e:
+    if _TRACEBACK.value:
+      raise
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
-  _quiet_orbax()
-  import jax  # pylint: disable=g-import-not-at-top
-  logging.info("JAX %s, backend %s, devices %s", jax.__version__,
-               jax.default_backend(), jax.devices())
-  run(_CONFIG.value, _WORKDIR.value)
 
 
 def _quiet_orbax() -> None:
@@ -93,7 +85,16 @@ def _quiet_orbax() -> None:
 def _flags_parser(argv):
   """absl's parser, but a bad ``--config*`` flag is one line, not a traceback."""
   try:
-    return flags.FLAGS(argv)
+    remaining = flags.FLAGS(argv)
+    if flags.FLAGS["config"].present:
+      # ml_collections defers a config file that failed to load to first use.
+      flags.FLAGS["config"].value.keys()
+    return remaining
+  except OSError as e:
+    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+    print(f"error: --config={flags.FLAGS['config'].serialize().partition('=')[2]}: "
+          f"{lines[-1]}", file=sys.stderr)
+    sys.exit(2)
   except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
     print(f"error: {_explain_flag_error(argv, e)}", file=sys.stderr)
     sys.exit(2)

@@ -27,13 +27,17 @@ def _cli(*args, workdir):
     (["--config.model=vgg"], "config.model='vgg' is not allowed; expected one of 'small_cnn', 'inception_v3', 'densenet121'"),
     (["--config.synthetic.prevalence=1.5"], "config.synthetic.prevalence=1.5"),
     (["--config.train.steps=0"], "config.train.steps=0: expected a positive number"),
+    (["--config.seed=-1"], "config.seed=-1: expected a non-negative integer seed"),
+    (["--config.width=nan"], "config.width=nan: expected a finite number"),
+    (["--config.train.learning_rate=nan"], "config.train.learning_rate=nan: expected a finite number"),
+    (["--config.image_size=7"], "config.image_size=7 is too small: small_cnn (config.model) needs at least 8 px"),
 ])
 def test_bad_config_fails_in_one_line(tmp_path, args, expected):
   result = _cli("--config=configs/train.py", *args, workdir=tmp_path)
   assert result.returncode == 2
   lines = result.stderr.strip().splitlines()
   assert len(lines) == 1, result.stderr
-  assert expected in lines[0]
+  assert lines[0].startswith("error: ") and expected in lines[0]
   assert not os.path.exists(tmp_path / "config.json")
 
 
@@ -67,6 +71,27 @@ def test_every_config_file_validates():
   for name in sorted(os.listdir(os.path.join(ROOT, "configs"))):
     if not name.endswith(".py"):
       continue
-    config_lib.validate(config_lib.load_file(os.path.join(ROOT, "configs", name)))
+    main_lib.validate(config_lib.load_file(os.path.join(ROOT, "configs", name)))
     with open(os.path.join(ROOT, "configs", name)) as f:
       assert f.readline().startswith("# Run: python -m saliency_jax.main --config=configs/" + name)
+
+
+def test_project_errors_are_one_line_and_traceback_shows_them(tmp_path):
+  # A workdir that is a file: one line naming it; --traceback for bug reports.
+  workdir = tmp_path / "file"
+  workdir.write_text("x")
+  result = _cli("--config=configs/train.py", workdir=workdir)
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines() == [
+      f"error: --workdir={workdir}: exists and is not a directory"]
+  traced = _cli("--config=configs/train.py", "--traceback", workdir=workdir)
+  assert traced.returncode != 0
+  assert "Traceback" in traced.stderr and "WorkdirError" in traced.stderr
+
+
+def test_missing_config_file_is_one_line(tmp_path):
+  result = _cli("--config=configs/nope.py", workdir=tmp_path)
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines() == [
+      "error: --config=configs/nope.py: [Errno 2] No such file or directory: "
+      "'configs/nope.py'"]

@@ -44,7 +44,6 @@ import hashlib
 import math
 import os
 import re
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -56,6 +55,8 @@ from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_modality_lut, apply_voi, get_decoder
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+
+from saliency_jax import io_utils
 
 CODECS_EXTRA = "pip install 'saliency-jax[dicom-codecs]'"
 GRAYSCALE = ("MONOCHROME1", "MONOCHROME2")
@@ -457,14 +458,5 @@ def _image_dataset(pixels: np.ndarray, syntax: UID, photometric: str,
 
 
 def _save_atomic(ds: Dataset, path: str) -> None:
-  directory, base = os.path.split(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  # Not mkstemp: its 0600 mode would stick; this name is as unique and gets the umask.
-  tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}-{base}")
-  try:
+  with io_utils.atomic_path(path) as tmp:
     ds.save_as(tmp, enforce_file_format=True)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise

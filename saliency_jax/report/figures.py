@@ -13,15 +13,15 @@ that panels of one grid compare directly.
 
 from __future__ import annotations
 
-import os
 import textwrap
-import uuid
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib import colormaps
 from matplotlib import patches
 from matplotlib.figure import Figure
+
+from saliency_jax import io_utils
 
 DPI = 120
 MAP_CMAP = "inferno"
@@ -322,19 +322,6 @@ def _colors(count: int) -> list:
 
 
 def save(fig: Figure, path: str) -> None:
-  """PNG through a temporary file in the same folder, then a rename.
-
-  The temporary name is made here rather than by ``tempfile.mkstemp``, whose
-  0600 mode would survive the rename and hide the figure from other users
-  of a shared results folder; ``savefig`` creates it with the umask's mode.
-  """
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
-  try:
+  """PNG written atomically (``io_utils.atomic_path``)."""
+  with io_utils.atomic_path(path) as tmp:
     fig.savefig(tmp, dpi=DPI, format="png")
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
