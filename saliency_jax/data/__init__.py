@@ -39,13 +39,23 @@ def builder_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
 def provenance(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """What building ``config.dataset`` left out, for summary.json and the reports.
 
-  Bad inputs skipped (by kind, with the first messages) and, for RSNA, the
-  patients the class choice excluded; {} for the synthetic data.
+  Bad inputs skipped (by kind, with the first messages); positives without a
+  mask pixel at ``image_size`` per split, with the first ids
+  (``empty_mask_positives``, ``unannotated_positives``: see
+  `manual.EmptyMasks`); for RSNA, the patients the class choice excluded;
+  {} for the synthetic data.
   """
   if config.dataset == "synthetic_cxr":
     return {}
   return pipeline.dataset_metadata(config.dataset, data_dir=config.data_dir,
                                    **builder_options(config))
+
+
+def build_name(config: ml_collections.ConfigDict) -> str:
+  """The TFDS build of ``config.dataset``: name/config/version (the config
+  name carries the options and, for manual downloads, the label files' hash)."""
+  return pipeline.builder(config.dataset, data_dir=config.data_dir,
+                          **builder_options(config)).info.full_name
 
 
 def load(config: ml_collections.ConfigDict, split: str) -> dict[str, np.ndarray]:

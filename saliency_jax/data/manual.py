@@ -6,15 +6,21 @@ those files into examples of the common record format (``image`` (S, S, 1),
 ``label``, ``boxes`` (K, 4) ``(x, y, w, h)``, ``mask`` (S, S), ``id`` plus
 header fields) and enforces one rule: a bad file or CSV row either stops the
 build with one line naming it (``on_bad_input='error'``) or is left out and
-counted (``'skip'``); the counts go into the dataset's metadata.
+counted (``'skip'``); the counts go into the dataset's metadata, with the
+positives whose mask has no pixel at the stored size (:class:`EmptyMasks`).
+Bad inputs raise :class:`BadInputError` (an ``errors.InputError``), bad
+config values ``errors.ConfigError``: the command line prints either as one
+``error:`` line.
 """
 
 from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import csv
 import dataclasses
+import functools
 import hashlib
 import math
 import multiprocessing
@@ -24,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from saliency_jax import errors
+
 SPLITS = ("train", "validation", "test")
 ON_BAD_INPUT = ("error", "skip")
 # Images are stored as uint16 (1024^2 16-bit DICOMs lose nothing that matters
@@ -31,7 +39,7 @@ ON_BAD_INPUT = ("error", "skip")
 IMAGE_SCALE = 65535
 
 
-class BadInputError(ValueError):
+class BadInputError(errors.InputError):
   """A file or CSV row that does not fit the documented layout."""
 
 
@@ -50,8 +58,8 @@ class Problems:
 
   def __post_init__(self):
     if self.mode not in ON_BAD_INPUT:
-      raise ValueError(f"config.on_bad_input={self.mode!r} is not allowed; expected one "
-                       f"of {ON_BAD_INPUT}")
+      raise errors.ConfigError(f"config.on_bad_input={self.mode!r} is not allowed; "
+                               f"expected one of {ON_BAD_INPUT}")
 
   def record(self, kind: str, where: str, what: str) -> None:
     message = f"{where}: {what}"
@@ -70,11 +78,11 @@ class Problems:
 def check_manual_dir(dataset: str, manual_dir: str | None) -> None:
   """Raises unless ``manual_dir`` is an existing folder (where the download lives)."""
   if not manual_dir:
-    raise ValueError(f"config.manual_dir: config.dataset={dataset!r} is built from files "
-                     "you download yourself; set --config.manual_dir=PATH (see the "
-                     "README's Real data section)")
+    raise errors.ConfigError(f"config.manual_dir: config.dataset={dataset!r} is built from "
+                             "files you download yourself; set --config.manual_dir=PATH (see "
+                             "the README's Real data section)")
   if not os.path.isdir(manual_dir):
-    raise ValueError(f"config.manual_dir={manual_dir!r}: no such directory")
+    raise errors.ConfigError(f"config.manual_dir={manual_dir!r}: no such directory")
 
 
 def fingerprint(paths: Iterable[str | os.PathLike], extra: str = "") -> str:
@@ -88,15 +96,42 @@ def fingerprint(paths: Iterable[str | os.PathLike], extra: str = "") -> str:
 
 
 def require_file(path: str, what: str) -> str:
+  """``path``, or :class:`BadInputError` when it is not a readable file."""
   if not os.path.isfile(path):
     raise BadInputError(f"{path}: missing; expected {what}")
+  if not os.access(path, os.R_OK):
+    raise BadInputError(f"{path}: not readable (permission denied); expected {what}")
   return path
 
 
 def csv_columns(path: str) -> list[str]:
   """The stripped column names of ``path``'s header row ([] for an empty file)."""
-  with open(path, newline="", encoding="utf-8-sig") as f:
+  with _reading_text(path, lambda: 1), open(path, newline="", encoding="utf-8-sig") as f:
     return [h.strip() for h in next(csv.reader(f), [])]
+
+
+@contextlib.contextmanager
+def _reading_text(path: str, line: Callable[[], int]) -> Iterator[None]:
+  """Turns a text or CSV file that cannot be read (not UTF-8, a field over the ``csv``
+  module's size limit) into a :class:`BadInputError` naming ``path:line``."""
+  try:
+    yield
+  except UnicodeDecodeError:
+    raise BadInputError(f"{path}:{_undecodable_line(path)}: not UTF-8 text; save the "
+                        "file as UTF-8 CSV") from None
+  except csv.Error as e:
+    raise BadInputError(f"{path}:{line()}: unreadable CSV ({e})") from None
+
+
+def _undecodable_line(path: str) -> int:
+  """The 1-based line of the first byte of ``path`` that is not UTF-8 (1 if none)."""
+  with open(path, "rb") as f:
+    data = f.read()
+  try:
+    data.decode("utf-8")
+  except UnicodeDecodeError as e:
+    return data.count(b"\n", 0, e.start) + 1
+  return 1
 
 
 def read_csv(path: str, required: Sequence[str]) -> list[tuple[int, dict[str, str]]]:
@@ -108,25 +143,26 @@ def read_csv(path: str, required: Sequence[str]) -> list[tuple[int, dict[str, st
   """
   with open(path, newline="", encoding="utf-8-sig") as f:
     reader = csv.reader(f)
-    try:
-      header = [h.strip() for h in next(reader)]
-    except StopIteration:
-      raise BadInputError(f"{path}: empty file; expected a header row with columns "
-                          f"{list(required)}") from None
-    missing = [c for c in required if c not in header]
-    if missing:
-      raise BadInputError(f"{path}: missing column(s) {missing}; expected columns "
-                          f"{list(required)}, found {header}")
-    rows = []
-    for values in reader:
-      if not any(v.strip() for v in values):
-        continue  # blank line
-      line = reader.line_num
-      if len(values) != len(header):
-        rows.append((line, {"__malformed__": f"{len(values)} fields, header has "
-                                             f"{len(header)}"}))
-        continue
-      rows.append((line, {h: v.strip() for h, v in zip(header, values)}))
+    with _reading_text(path, lambda: reader.line_num):
+      try:
+        header = [h.strip() for h in next(reader)]
+      except StopIteration:
+        raise BadInputError(f"{path}: empty file; expected a header row with columns "
+                            f"{list(required)}") from None
+      missing = [c for c in required if c not in header]
+      if missing:
+        raise BadInputError(f"{path}: missing column(s) {missing}; expected columns "
+                            f"{list(required)}, found {header}")
+      rows = []
+      for values in reader:
+        if not any(v.strip() for v in values):
+          continue  # blank line
+        line = reader.line_num
+        if len(values) != len(header):
+          rows.append((line, {"__malformed__": f"{len(values)} fields, header has "
+                                               f"{len(header)}"}))
+          continue
+        rows.append((line, {h: v.strip() for h, v in zip(header, values)}))
   return rows
 
 
@@ -149,12 +185,15 @@ def parse_box(row: dict[str, str], keys: Sequence[str] = ("x", "y", "width", "he
   return box
 
 
-def box_outside(box: Sequence[float], height: int, width: int) -> str | None:
-  """Why ``box`` does not lie inside a ``height x width`` image, or None."""
+def box_outside(box: Sequence[float], height: int, width: int, row: str = "") -> str | None:
+  """Why ``box`` does not lie inside a ``height x width`` image, or None.
+
+  ``row`` names where the box comes from (``file:line``), for the message.
+  """
   x, y, w, h = box
   if x < 0 or y < 0 or x + w > width or y + h > height:
-    return (f"box (x={x:g}, y={y:g}, width={w:g}, height={h:g}) extends outside the "
-            f"{width} x {height} image")
+    return (f"box (x={x:g}, y={y:g}, width={w:g}, height={h:g}){f' of {row}' if row else ''}"
+            f" extends outside the {width} x {height} image")
   return None
 
 
@@ -162,8 +201,9 @@ def check_split_fractions(fractions: Sequence[float]) -> None:
   """Raises unless ``fractions`` are three non-negative numbers summing to 1."""
   if len(fractions) != 3 or any(f < 0 for f in fractions) or not math.isclose(
       sum(fractions), 1.0, abs_tol=1e-6):
-    raise ValueError(f"config.real_data.split_fractions={tuple(fractions)}: expected three "
-                     "non-negative fractions (train, validation, test) summing to 1")
+    raise errors.ConfigError(f"config.real_data.split_fractions={tuple(fractions)}: expected "
+                             "three non-negative fractions (train, validation, test) summing "
+                             "to 1")
 
 
 def assign_splits(groups: Sequence[str], *, seed: int,
@@ -198,19 +238,20 @@ def read_split_dir(split_dir: str, problems: Problems, known: set[str]) -> dict[
   for split in SPLITS:
     path = require_file(os.path.join(split_dir, f"{split}.txt"),
                         f"one {split} id per line (config.real_data.split_dir)")
-    with open(path) as f:
-      for line_number, line in enumerate(f, 1):
-        group = line.strip()
-        if not group:
-          continue
-        if group in split_of:
-          raise BadInputError(f"{path}:{line_number}: id {group!r} is already in the "
-                              f"{split_of[group]} split")
-        if group not in known:
-          problems.record("split_id_unknown", f"{path}:{line_number}",
-                          f"id {group!r} is not in the dataset")
-          continue
-        split_of[group] = split
+    with _reading_text(path, lambda: 1), open(path, encoding="utf-8-sig") as f:
+      lines = list(f)
+    for line_number, line in enumerate(lines, 1):
+      group = line.strip()
+      if not group:
+        continue
+      if group in split_of:
+        raise BadInputError(f"{path}:{line_number}: id {group!r} is already in the "
+                            f"{split_of[group]} split")
+      if group not in known:
+        problems.record("split_id_unknown", f"{path}:{line_number}",
+                        f"id {group!r} is not in the dataset")
+        continue
+      split_of[group] = split
   return split_of
 
 
@@ -228,7 +269,10 @@ def splits_for(groups: Sequence[str], *, seed: int, fractions: Sequence[float],
 
 
 def check_nonempty(counts: dict[str, int], name: str) -> None:
-  """An empty split is always an error: no experiment can run on it."""
+  """An empty split is always an error: no experiment can run on it.
+
+  ``name`` says whose splits they are, e.g. ``'<manual_dir> (rsna_pneumonia)'``.
+  """
   for split in SPLITS:
     if counts.get(split, 0) == 0:
       raise BadInputError(
@@ -253,11 +297,66 @@ def resize_image(image: np.ndarray, size: int) -> np.ndarray:
   return np.clip(np.asarray(out), 0.0, 1.0).astype(np.float32)
 
 
+@functools.lru_cache(maxsize=32)
+def _overlaps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+  """The nonzero band of the (n_out, n_in) overlap matrix of box resampling.
+
+  In coordinates scaled by ``n_out`` (so every length is an integer), output
+  pixel i spans [i n_in, (i+1) n_in) and input pixel j spans [j n_out,
+  (j+1) n_out); A[i, j] is the length of their intersection. Row i is nonzero
+  only for j in [floor(i s), ceil((i+1) s)), s = n_in / n_out, at most
+  ceil(s) + 1 entries. Returns ``(columns, weights)``, both (n_out, band):
+  A[i, columns[i, b]] = weights[i, b] (padding has weight 0).
+  """
+  i = np.arange(n_out, dtype=np.int64)[:, None]
+  first = i * n_in // n_out
+  last = -(-(i + 1) * n_in // n_out)  # exclusive
+  columns = first + np.arange(int((last - first).max()))[None, :]
+  weights = np.maximum(np.minimum((i + 1) * n_in, (columns + 1) * n_out)
+                       - np.maximum(i * n_in, columns * n_out), 0)
+  columns = np.minimum(columns, n_in - 1)
+  columns.flags.writeable = weights.flags.writeable = False
+  return columns, weights
+
+
+def mask_coverage(mask: np.ndarray, size: int) -> tuple[np.ndarray, int]:
+  """Covered area of each pixel of a (size, size) grid laid over an (H, W) mask.
+
+  Box (area) resampling with exact fractional overlaps, any scale factor:
+  ``C = A_H M A_W^T``, A_n (size, n) the overlap lengths of :func:`_overlaps`
+  (output pixel i covers input [i n / size, (i+1) n / size)). In those units
+  a pixel's area is H W, so its covered fraction is ``C / (H W)``. Integer
+  arithmetic: no round-off. Returns ``(C (size, size) int64, H W)``.
+  """
+  mask = np.asarray(mask, bool)
+  if mask.ndim != 2 or 0 in mask.shape or size < 1:
+    raise ValueError(f"expected a non-empty (H, W) mask and size >= 1, got shape "
+                     f"{mask.shape} and size {size}")
+  height, width = mask.shape
+  rows, row_weights = _overlaps(height, size)
+  cols, col_weights = _overlaps(width, size)
+  m = mask.astype(np.int64)
+  by_rows = np.einsum("ib,ibw->iw", row_weights, m[rows])  # A_H M: (size, W)
+  coverage = np.einsum("kb,ikb->ik", col_weights, by_rows[:, cols])  # (A_H M) A_W^T
+  return coverage, height * width
+
+
 def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
-  """(H, W) bool -> (size, size): a pixel is set when at least half its area was."""
+  """(H, W) bool -> (size, size): a pixel is set when at least half its area was.
+
+  Pixel (i, k) is set iff its covered fraction C[i, k] / (H W) >= 1/2 (see
+  :func:`mask_coverage`), compared in integers (2 C >= H W) so that a pixel
+  exactly half covered is set. A structure thinner than half an output pixel
+  (a one-pixel line shrunk 3.2x) disappears: the builders count positives
+  whose mask ends up empty.
+  """
+  mask = np.asarray(mask, bool)
   if mask.shape == (size, size):
-    return mask.astype(bool)
-  return resize_image(mask.astype(np.float32), size) >= 0.5
+    return mask.copy()
+  if not mask.any():
+    return np.zeros((size, size), bool)
+  coverage, area = mask_coverage(mask, size)
+  return 2 * coverage >= area
 
 
 def scale_boxes(boxes: np.ndarray, height: int, width: int, size: int) -> np.ndarray:
@@ -363,7 +462,7 @@ def read_png(path: str) -> np.ndarray:
       im.load()
       mode = im.mode
       pixels = np.asarray(im)
-  except (OSError, UnidentifiedImageError, SyntaxError) as e:
+  except (OSError, UnidentifiedImageError, SyntaxError, Image.DecompressionBombError) as e:
     raise BadInputError(f"{path}: not a readable PNG ({e})") from None
   if mode == "L":
     return (pixels / 255.0).astype(np.float32)
@@ -388,7 +487,8 @@ class Task:
   ``boxes`` are ``(x, y, w, h)`` in the file's pixels; ``rle`` are SIIM rows
   (their union is the mask); ``mask_path`` a mask PNG. The mask is the union
   of whichever is given (boxes rasterized after scaling to the output size,
-  RLE and mask PNGs resized); with none of them it is empty.
+  RLE and mask PNGs resized); with none of them it is empty. ``rows`` name
+  the CSV row (``file:line``) of each box or RLE row, in order, for messages.
   """
 
   id: str
@@ -399,6 +499,7 @@ class Task:
   rle: tuple[str, ...] = ()
   mask_path: str | None = None
   fields: tuple[tuple[str, str], ...] = ()  # extra text fields, e.g. ("class", ...)
+  rows: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -410,11 +511,27 @@ class Bad:
   what: str
 
 
+@dataclasses.dataclass(frozen=True)
+class Example:
+  """A decoded record, and whether its files annotate anything (a box, a mask pixel).
+
+  ``annotated`` is about the source, before resizing: a positive that is
+  annotated but whose ``record['mask']`` is empty lost its mask to resizing.
+  """
+
+  record: dict[str, Any]
+  annotated: bool
+
+
 HEADER_FIELDS = ("view_position", "sex", "age", "patient_id")
 
 
-def load_example(task: Task) -> dict[str, Any] | Bad:
-  """The record of ``task``, or :class:`Bad`. Runs in a worker process."""
+def load_example(task: Task) -> Example | Bad:
+  """The record of ``task``, or :class:`Bad`. Runs in a worker process.
+
+  Bad inputs are returned, never raised: an exception crossing the process
+  pool would stop the build whatever ``on_bad_input`` says.
+  """
   from saliency_jax.data import dicom  # pylint: disable=g-import-not-at-top
   from saliency_jax.data import synthetic  # pylint: disable=g-import-not-at-top
   try:
@@ -423,30 +540,32 @@ def load_example(task: Task) -> dict[str, Any] | Bad:
       header = dict(view_position="", sex="", age=float("nan"), patient_id="")
     else:
       image, header = dicom.read(task.path)
-  except (dicom.DicomError, BadInputError) as e:
+  except (dicom.DicomError, errors.InputError) as e:
     return Bad("unreadable_image", task.path, str(e).removeprefix(f"{task.path}: "))
   except OSError as e:  # deleted or unreadable since the folder was listed
     return Bad("unreadable_image", task.path, f"cannot open ({e.strerror or e})")
   height, width = image.shape
-  for box in task.boxes:
-    why = box_outside(box, height, width)
+  for index, box in enumerate(task.boxes):
+    why = box_outside(box, height, width, task.rows[index] if index < len(task.rows) else "")
     if why:
       return Bad("box_outside_image", task.path, why)
   mask = np.zeros((height, width), bool)
-  for row in task.rle:
+  for index, row in enumerate(task.rle):
     try:
       mask |= decode_rle(row, height, width)
     except ValueError as e:
-      return Bad("bad_rle", task.path, f"RLE of {task.id}: {e}")
+      where = task.rows[index] if index < len(task.rows) else task.path
+      return Bad("bad_rle", where, f"RLE of {task.id} ({task.path}): {e}")
   if task.mask_path:
     try:
       mask_image = read_png(task.mask_path)
-    except BadInputError as e:
+    except errors.InputError as e:
       return Bad("unreadable_mask", task.mask_path, str(e).removeprefix(f"{task.mask_path}: "))
     if mask_image.shape != image.shape:
       return Bad("mask_shape", task.mask_path, f"mask is {mask_image.shape[1]} x "
                  f"{mask_image.shape[0]}, image {task.path} is {width} x {height}")
     mask |= mask_image > 0
+  annotated = bool(task.boxes) or bool(mask.any())
   boxes = scale_boxes(np.array(task.boxes, np.float64), height, width, task.size)
   # Boxes are rasterized at the output size, so the mask is exactly their union there.
   mask = resize_mask(mask, task.size) | synthetic.rasterize_boxes(
@@ -455,7 +574,50 @@ def load_example(task: Task) -> dict[str, Any] | Bad:
                 label=task.label, boxes=boxes, mask=mask,
                 id=task.id, **{k: header[k] for k in HEADER_FIELDS}, **dict(task.fields))
   record["age"] = np.float32(record["age"])
-  return record
+  return Example(record, annotated)
+
+
+@dataclasses.dataclass
+class EmptyMasks:
+  """Positives (label 1) whose stored mask has no pixel, counted per split.
+
+  Localization is evaluated on positives with a mask pixel, so these are left
+  out of it; they are counted, never dropped silently. Two kinds:
+  ``empty_mask_positives``, annotated in the files (a box, an RLE run, a mask
+  PNG pixel) but without a pixel at ``image_size``: regions covering less
+  than half of every pixel (see :func:`resize_mask`), boxes holding no pixel
+  corner (see ``synthetic.rasterize_boxes``); ``unannotated_positives``, with
+  no box and no mask pixel in the files at all. The first ids of each are
+  kept as examples.
+  """
+
+  image_size: int
+  counts: dict[str, collections.Counter] = dataclasses.field(
+      default_factory=lambda: collections.defaultdict(collections.Counter))
+  examples: dict[str, list[str]] = dataclasses.field(
+      default_factory=lambda: collections.defaultdict(list))
+
+  KINDS = ("empty_mask_positives", "unannotated_positives")
+  MAX_EXAMPLES = 10
+
+  def record(self, split: str, example: Example) -> None:
+    """Counts ``example`` if it is a positive without a mask pixel."""
+    if example.record["label"] != 1 or np.any(example.record["mask"]):
+      return
+    kind = self.KINDS[0] if example.annotated else self.KINDS[1]
+    self.counts[kind][split] += 1
+    if len(self.examples[kind]) < self.MAX_EXAMPLES:
+      self.examples[kind].append(str(example.record["id"]))
+
+  def metadata(self) -> dict[str, Any]:
+    """``{kind: {num, per_split, examples[, image_size]}}`` for the dataset metadata."""
+    out = {}
+    for kind in self.KINDS:
+      per_split = {s: int(self.counts[kind][s]) for s in SPLITS}
+      out[kind] = dict(num=sum(per_split.values()), per_split=per_split,
+                       examples=list(self.examples[kind]))
+    out[self.KINDS[0]]["image_size"] = int(self.image_size)
+    return out
 
 
 def features(size: int, label_names: Sequence[str], text_fields: Sequence[str] = ()):
@@ -484,11 +646,13 @@ class Labels:
 
   ``named`` includes the ids whose rows were bad (so a split assignment over
   ``named`` does not move when rows are fixed or skipped); ``labels`` holds
-  only the ids whose rows were all good.
+  only the ids whose rows were all good. ``rows`` holds, per id, the
+  ``file:line`` of each of its boxes (in the order of ``labels``' boxes).
   """
 
   labels: dict[str, tuple[int, list[tuple[float, float, float, float]], str]]
   named: list[str]
+  rows: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
 
 def read_box_csv(path: str, problems: Problems, *, id_column: str, label_column: str,
@@ -506,6 +670,7 @@ def read_box_csv(path: str, problems: Problems, *, id_column: str, label_column:
   rows = read_csv(path, (id_column, *box_columns, label_column))
   values: dict[str, set[int]] = collections.defaultdict(set)
   boxes: dict[str, list[tuple]] = collections.defaultdict(list)
+  box_rows: dict[str, list[str]] = collections.defaultdict(list)
   groups: dict[str, str] = {}
   seen, bad = set(), set()
   for line, row in rows:
@@ -541,6 +706,7 @@ def read_box_csv(path: str, problems: Problems, *, id_column: str, label_column:
     values[image_id].add(label)
     if box is not None:
       boxes[image_id].append(box)
+      box_rows[image_id].append(where)
   labels = {}
   for image_id, labels_seen in sorted(values.items()):
     if image_id in bad:
@@ -549,7 +715,8 @@ def read_box_csv(path: str, problems: Problems, *, id_column: str, label_column:
       problems.record("bad_csv_row", path, f"{image_id} has rows with {label_column} 0 and 1")
       continue
     labels[image_id] = (labels_seen.pop(), boxes[image_id], groups[image_id])
-  return Labels(labels, sorted(set(values) | bad))
+  return Labels(labels, sorted(set(values) | bad),
+                {i: box_rows[i] for i in labels if box_rows[i]})
 
 
 def find_files(folder: str, extensions: Sequence[str], what: str) -> dict[str, str]:

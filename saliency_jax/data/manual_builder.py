@@ -75,16 +75,24 @@ def info(builder: tfds.core.GeneratorBasedBuilder, *, description: str,
 
 def split_generators(builder: tfds.core.GeneratorBasedBuilder,
                      tasks: dict[str, list[manual.Task]], problems: manual.Problems,
-                     **metadata) -> dict:
-  """Checks no split is empty, records the metadata so far, returns the generators."""
-  manual.check_nonempty({s: len(t) for s, t in tasks.items()}, builder.name)
-  builder.info.metadata.update(metadata, **problems.metadata())
-  return {split: _generate(builder, split, split_tasks, problems)
+                     *, manual_dir: str, **metadata) -> dict:
+  """Checks no split is empty, records the metadata so far, returns the generators.
+
+  The metadata holds ``metadata``, the skip counts of ``problems`` and the
+  positives without a mask pixel (:class:`manual.EmptyMasks`), updated as the
+  splits are written.
+  """
+  manual.check_nonempty({s: len(t) for s, t in tasks.items()},
+                        f"{manual_dir} ({builder.name})")
+  empty = manual.EmptyMasks(builder.builder_config.image_size)
+  builder.info.metadata.update(metadata, **problems.metadata(), **empty.metadata())
+  return {split: _generate(builder, split, split_tasks, problems, empty, manual_dir)
           for split, split_tasks in tasks.items()}
 
 
 def _generate(builder: tfds.core.GeneratorBasedBuilder, split: str,
-              tasks: Sequence[manual.Task], problems: manual.Problems
+              tasks: Sequence[manual.Task], problems: manual.Problems,
+              empty: manual.EmptyMasks, manual_dir: str
               ) -> Iterator[tuple[int, dict[str, Any]]]:
   """``(index, record)`` for the tasks that decode; the others go to ``problems``.
 
@@ -100,9 +108,10 @@ def _generate(builder: tfds.core.GeneratorBasedBuilder, split: str,
       problems.record(result.kind, result.where, result.what)
       continue
     count += 1
-    yield index, result
+    empty.record(split, result)
+    yield index, result.record
   if count == 0:
     raise manual.BadInputError(
-        f"{builder.name}: split {split!r} is empty after skipping all {len(tasks)} of its "
-        f"images; first problems: {problems.examples[:3]}")
-  builder.info.metadata.update(problems.metadata())
+        f"{manual_dir} ({builder.name}): split {split!r} is empty after skipping all "
+        f"{len(tasks)} of its images; first problems: {problems.examples[:3]}")
+  builder.info.metadata.update(problems.metadata(), **empty.metadata())

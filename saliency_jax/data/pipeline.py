@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from saliency_jax import errors
 from saliency_jax.data import manual, synthetic
 
 
@@ -31,7 +32,8 @@ def _synthetic_cxr(data_dir: str | None, **options: Any):
   allowed = sorted(inspect.signature(make_config).parameters)
   unknown = sorted(set(options) - set(allowed))
   if unknown:
-    raise ValueError(f"synthetic_cxr: unknown builder options {unknown}; allowed: {allowed}")
+    raise errors.ConfigError(f"synthetic_cxr: unknown builder options {unknown}; allowed: "
+                             f"{allowed}")
   return SyntheticCxr(data_dir=data_dir, config=make_config(**options))
 
 
@@ -46,7 +48,8 @@ def _manual(module: str, cls: str) -> Callable[..., Any]:
                      - {"options", "label_files", "stamp_extra"})
     unknown = sorted(set(options) - set(allowed))
     if unknown:
-      raise ValueError(f"{module}: unknown builder options {unknown}; allowed: {allowed}")
+      raise errors.ConfigError(f"{module}: unknown builder options {unknown}; allowed: "
+                               f"{allowed}")
     config = package.make_config(manual_dir=manual_dir, **options)
     return getattr(package, cls)(data_dir=data_dir, config=config)
   return factory
@@ -77,8 +80,8 @@ logging.getLogger("absl").addFilter(_quiet_custom_config)
 def builder(name: str, *, data_dir: str | None, **builder_options: Any):
   """The TFDS builder of ``config.dataset`` ``name``, built into ``data_dir`` if needed."""
   if name not in _BUILDERS:
-    raise ValueError(f"config.dataset={name!r} is not supported; allowed values: "
-                     f"{sorted(_BUILDERS)}")
+    raise errors.ConfigError(f"config.dataset={name!r} is not supported; allowed values: "
+                             f"{sorted(_BUILDERS)}")
   manual_dir = builder_options.get("manual_dir")
   b = _BUILDERS[name](data_dir, **builder_options)
   # data_path first: is_prepared() logs a warning for a missing directory.
@@ -90,12 +93,27 @@ def builder(name: str, *, data_dir: str | None, **builder_options: Any):
                            download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
     print(f"{name}: built {b.info.full_name} in {time.perf_counter() - start:.1f} s",
           flush=True)
-  skipped = (b.info.metadata or {}).get("num_skipped", 0)
-  if skipped and b.data_dir not in _REPORTED:
+  if b.data_dir not in _REPORTED:
     _REPORTED.add(b.data_dir)
-    print(f"{name}: {skipped} bad input(s) were skipped when it was built: "
-          f"{b.info.metadata['skipped']} (listed in {b.data_dir}/metadata.json)", flush=True)
+    _print_left_out(name, b.info.metadata or {}, b.data_dir)
   return b
+
+
+def _print_left_out(name: str, metadata: dict[str, Any], data_dir: str) -> None:
+  """Says once per build what it skipped and which positives have no mask pixel."""
+  if metadata.get("num_skipped"):
+    print(f"{name}: {metadata['num_skipped']} bad input(s) were skipped when it was built: "
+          f"{metadata['skipped']} (listed in {data_dir}/metadata.json)", flush=True)
+  empty = metadata.get("empty_mask_positives") or {}
+  if empty.get("num"):
+    print(f"{name}: {empty['num']} positive image(s) have an empty mask at "
+          f"{empty.get('image_size')} px (per split {empty.get('per_split')}); they are not "
+          f"among the evaluated positives (ids in {data_dir}/metadata.json)", flush=True)
+  unannotated = metadata.get("unannotated_positives") or {}
+  if unannotated.get("num"):
+    print(f"{name}: {unannotated['num']} positive image(s) have no box and no mask pixel "
+          f"(per split {unannotated.get('per_split')}); they are not among the evaluated "
+          f"positives (ids in {data_dir}/metadata.json)", flush=True)
 
 
 def dataset_metadata(name: str, *, data_dir: str | None, **builder_options: Any

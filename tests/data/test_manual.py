@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
+from real_data_checks import area_resized, coverage_by_repetition
 
+from saliency_jax import errors
 from saliency_jax.data import manual
 
 
@@ -106,6 +108,8 @@ def test_parse_box_and_outside():
   assert manual.box_outside((0, 0, 10, 10), 10, 10) is None
   assert "outside" in manual.box_outside((5, 0, 6, 10), 10, 10)
   assert "outside" in manual.box_outside((-1, 0, 2, 2), 10, 10)
+  assert manual.box_outside((5, 0, 6, 10), 10, 10, "l.csv:3") == (
+      "box (x=5, y=0, width=6, height=10) of l.csv:3 extends outside the 10 x 10 image")
 
 
 def test_read_csv_missing_column_and_ragged_rows(tmp_path):
@@ -128,14 +132,92 @@ def test_boxes_scale_with_the_image():
   np.testing.assert_allclose(boxes, [[2.5, 10, 7.5, 20]])
 
 
-def test_resize_agrees_with_block_means_for_masks():
-  rng = np.random.default_rng(1)
-  mask = rng.random((64, 64)) < 0.5
-  small = manual.resize_mask(mask, 32)
-  blocks = mask.reshape(32, 2, 32, 2).mean(axis=(1, 3))
-  # Anti-aliased bilinear is a smoothed 2x2 mean: it decides the clear blocks alike.
-  clear = np.abs(blocks - 0.5) >= 0.5
-  np.testing.assert_array_equal(small[clear], blocks[clear] > 0.5)
+def _line(height, width, angle_degrees, offset):
+  """A one-pixel-wide digital line through (height / 2 + offset, width / 2)."""
+  mask = np.zeros((height, width), bool)
+  t = np.linspace(-1.5 * max(height, width), 1.5 * max(height, width), 8 * max(height, width))
+  rows = np.round(height / 2 + offset + t * np.sin(np.radians(angle_degrees))).astype(int)
+  cols = np.round(width / 2 + t * np.cos(np.radians(angle_degrees))).astype(int)
+  inside = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
+  mask[rows[inside], cols[inside]] = True
+  return mask
+
+
+@pytest.mark.parametrize("height, width, size", [
+    (100, 100, 64), (7, 7, 3), (6, 6, 4), (30, 20, 12), (48, 64, 20), (5, 9, 2),
+    (3, 3, 7), (4, 6, 10), (64, 64, 64), (1, 1, 3), (13, 17, 1)])
+def test_resize_mask_sets_pixels_with_at_least_half_their_area(height, width, size):
+  rng = np.random.default_rng(height * 1000 + width * 10 + size)
+  for density in (0.1, 0.5, 0.9):
+    mask = rng.random((height, width)) < density
+    got = manual.resize_mask(mask, size)
+    assert got.shape == (size, size) and got.dtype == bool
+    np.testing.assert_array_equal(got, area_resized(mask, size), err_msg=f"density {density}")
+    covered, cells = coverage_by_repetition(mask, size)
+    coverage, area = manual.mask_coverage(mask, size)
+    np.testing.assert_array_equal(coverage * cells, covered * area)  # same fractions
+
+
+def test_resize_mask_1024_to_320():
+  rng = np.random.default_rng(7)
+  mask = np.zeros((1024, 1024), bool)
+  mask[100:900, 200:700] = rng.random((800, 500)) < 0.5  # borders and interior both occur
+  np.testing.assert_array_equal(manual.resize_mask(mask, 320), area_resized(mask, 320))
+
+
+@pytest.mark.parametrize("angle", [0, 90, 45, 30, 71, 120])
+@pytest.mark.parametrize("height, width, size", [(1024, 1024, 320), (100, 100, 64),
+                                                 (64, 48, 20), (40, 40, 80)])
+def test_resize_mask_on_one_pixel_lines(angle, height, width, size):
+  for offset in (-7, 0, 3):
+    mask = _line(height, width, angle, offset)
+    assert mask.any()
+    np.testing.assert_array_equal(manual.resize_mask(mask, size), area_resized(mask, size),
+                                  err_msg=f"offset {offset}")
+  horizontal = manual.resize_mask(_line(height, width, 0, 0), size)
+  if height > 2 * size:  # a one-pixel row covers at most size / height < 1/2 of a pixel
+    assert not horizontal.any()
+  elif height < size:  # upscaled: each pixel under the row is covered whole
+    assert horizontal.any()
+
+
+def test_a_pixel_exactly_half_covered_is_set():
+  mask = np.zeros((4, 4), bool)
+  mask[0, 0:2] = True  # half of output pixel (0, 0), nothing of the others
+  mask[2:4, 3] = True  # half of output pixel (1, 1)
+  np.testing.assert_array_equal(manual.resize_mask(mask, 2), [[True, False], [False, True]])
+  mask = np.zeros((4, 4), bool)
+  mask[0, 0] = mask[1, 3] = mask[2, 3] = True  # a quarter of three pixels: none set
+  assert not manual.resize_mask(mask, 2).any()
+  # Non-integer scales (4 -> 3, 8 -> 6, 10 x 8 -> 4, 2 -> 3 upscaled): a pixel exactly
+  # half covered sums fractions such as 1/3 + ... that floats do not hit exactly.
+  rng = np.random.default_rng(3)
+  halves = 0
+  for height, width, size in ((4, 4, 3), (8, 8, 6), (8, 12, 3), (10, 8, 4), (2, 2, 3)):
+    for _ in range(200):
+      mask = rng.random((height, width)) < 0.5
+      covered, cells = coverage_by_repetition(mask, size)
+      exact = 2 * covered == cells
+      halves += int(exact.sum())
+      got = manual.resize_mask(mask, size)
+      assert got[exact].all()
+      np.testing.assert_array_equal(got, 2 * covered >= cells)
+  assert halves > 100  # the boundary case was exercised
+
+
+def test_resize_mask_identity_upscale_and_empty():
+  rng = np.random.default_rng(5)
+  mask = rng.random((20, 20)) < 0.5
+  np.testing.assert_array_equal(manual.resize_mask(mask, 20), mask)
+  # Integer upscaling repeats every pixel.
+  np.testing.assert_array_equal(manual.resize_mask(mask, 60),
+                                np.repeat(np.repeat(mask, 3, 0), 3, 1))
+  assert not manual.resize_mask(np.zeros((50, 30), bool), 16).any()
+  # Integer downscaling is a block majority (ties set).
+  blocks = mask.reshape(10, 2, 10, 2).sum(axis=(1, 3))
+  np.testing.assert_array_equal(manual.resize_mask(mask, 10), blocks >= 2)
+  with pytest.raises(ValueError, match="non-empty"):
+    manual.mask_coverage(np.zeros((0, 4), bool), 2)
 
 
 def test_read_png_modes(tmp_path):
@@ -157,3 +239,43 @@ def test_read_png_modes(tmp_path):
   (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
   with pytest.raises(manual.BadInputError, match="broken.png: not a readable PNG"):
     manual.read_png(str(tmp_path / "broken.png"))
+
+
+def test_unreadable_csv_and_split_files_name_the_line(tmp_path):
+  path = tmp_path / "labels.csv"
+  path.write_bytes(b"image_id,label\na,1\nb\xe9,0\n")  # Latin-1, not UTF-8
+  for read in (lambda: manual.read_csv(str(path), ("image_id", "label")),
+               lambda: manual.csv_columns(str(path))):
+    with pytest.raises(manual.BadInputError, match=r"labels.csv:3: not UTF-8 text"):
+      read()
+  path.write_text("image_id,label\na," + "1" * 200_000 + "\n")  # over csv's field limit
+  with pytest.raises(manual.BadInputError, match=r"labels.csv:2: unreadable CSV"):
+    manual.read_csv(str(path), ("image_id", "label"))
+  for split, ids in (("train", b"a\n"), ("validation", b"b\n"), ("test", b"c\nd\xff\n")):
+    (tmp_path / f"{split}.txt").write_bytes(ids)
+  with pytest.raises(manual.BadInputError, match=r"test.txt:2: not UTF-8"):
+    manual.read_split_dir(str(tmp_path), manual.Problems("skip"), {"a", "b", "c"})
+
+
+def test_config_checks_raise_config_errors(tmp_path):
+  assert issubclass(manual.BadInputError, errors.InputError)
+  with pytest.raises(errors.ConfigError, match="config.manual_dir: "):
+    manual.check_manual_dir("rsna_pneumonia", None)
+  with pytest.raises(errors.ConfigError, match="config.manual_dir=.*no such directory"):
+    manual.check_manual_dir("rsna_pneumonia", str(tmp_path / "nope"))
+  with pytest.raises(errors.ConfigError, match="config.real_data.split_fractions"):
+    manual.check_split_fractions((0.5, 0.6, 0.1))
+  with pytest.raises(errors.ConfigError, match="config.on_bad_input='ignore'"):
+    manual.Problems("ignore")
+
+
+def test_an_error_raised_in_a_decoding_worker_arrives_unchanged(tmp_path):
+  # Workers return bad inputs as `Bad`; should one raise, the pool re-raises it
+  # in this process with its type and message (it pickles), not wrapped.
+  broken = tmp_path / "broken.png"
+  broken.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+  with pytest.raises(manual.BadInputError) as raised:
+    list(manual.parallel_map(manual.read_png, [str(broken)] * 2, num_workers=2, desc="t"))
+  assert type(raised.value) is manual.BadInputError
+  assert str(raised.value).startswith(f"{broken}: not a readable PNG")
+  assert "\n" not in str(raised.value)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import os
 
 import numpy as np
 import pydicom
 import pytest
+import real_data_checks
 from real_data_checks import check_against_truth
-
 from saliency_jax.data import manual, mock_downloads, synthetic
 from saliency_jax.data.rsna_pneumonia import rsna_pneumonia as rsna
 
@@ -102,16 +101,6 @@ def _copy_tree(src, dst):
   return dst
 
 
-def _rows(path):
-  with open(path, newline="") as f:
-    return list(csv.reader(f))
-
-
-def _write_rows(path, rows):
-  with open(path, "w", newline="") as f:
-    csv.writer(f).writerows(rows)
-
-
 def _first(truth, *, positive):
   return next(p for p, t in sorted(truth.items())
               if (t["label"] == 1) == positive and t["class"] != rsna.OTHER)
@@ -154,11 +143,11 @@ def _colour(root, truth):
 
 def _edit_labels(root, truth, edit):
   path = os.path.join(root, rsna.LABELS_CSV)
-  rows = _rows(path)
+  rows = real_data_checks.read_rows(path)
   patient = _first(truth, positive=True)
   line = next(i for i, r in enumerate(rows) if r[0] == patient)
   edit(rows, line)
-  _write_rows(path, rows)
+  real_data_checks.write_rows(path, rows)
   return patient, line + 1
 
 
@@ -192,7 +181,8 @@ def _unnamed_file(root, truth):
   patient = _first(truth, positive=True)
   for name in (rsna.LABELS_CSV, rsna.CLASS_CSV):
     path = os.path.join(root, name)
-    _write_rows(path, [r for r in _rows(path) if r[0] != patient])
+    real_data_checks.write_rows(
+        path, [r for r in real_data_checks.read_rows(path) if r[0] != patient])
   return patient, "unlabelled_image", f"{patient}.dcm: no row of {rsna.LABELS_CSV}"
 
 
@@ -223,7 +213,7 @@ def test_bad_input_stops_the_build_or_is_skipped_and_counted(case, tree, build, 
 def test_a_missing_column_is_an_error_in_both_modes(tree, build, tmp_path):
   root = _copy_tree(tree[0], tmp_path / "bad")
   path = os.path.join(root, rsna.LABELS_CSV)
-  _write_rows(path, [r[:5] for r in _rows(path)])
+  real_data_checks.write_rows(path, [r[:5] for r in real_data_checks.read_rows(path)])
   for mode in manual.ON_BAD_INPUT:
     with pytest.raises(manual.BadInputError, match=r"missing column\(s\) \['Target'\]"):
       build("rsna_pneumonia", root, on_bad_input=mode)

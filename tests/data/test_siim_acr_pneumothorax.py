@@ -8,7 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
-from real_data_checks import check_against_truth
+from real_data_checks import area_resized, check_against_truth
 
 from saliency_jax.data import manual, mock_downloads
 from saliency_jax.data.siim_acr_pneumothorax import siim_acr_pneumothorax as siim
@@ -51,7 +51,7 @@ def test_resizing_keeps_pixels_with_at_least_half_their_area(tree, build):
   for arrays in splits.values():
     for i, image_id in enumerate(arrays["id"]):
       np.testing.assert_array_equal(arrays["mask"][i],
-                                    manual.resize_mask(truth[image_id]["mask"], 32))
+                                    area_resized(truth[image_id]["mask"], 32))
       assert arrays["num_boxes"][i] == 0
 
 

@@ -12,7 +12,9 @@ Layout of ``manual_dir``::
 ``label`` is 0 or 1. An optional ``patient_id`` column groups images of one
 patient into one split. Boxes are ``(x, y, width, height)`` in the file's
 pixels, ``(x, y)`` the top-left corner. Images are resized to ``image_size``
-squared (non-square films are stretched; boxes follow).
+squared (non-square films are stretched; boxes follow); mask PNGs with area
+>= 1/2 (`manual.resize_mask`). Positives left without a mask pixel are
+counted in the metadata (``empty_mask_positives``, ``unannotated_positives``).
 """
 
 from __future__ import annotations
@@ -43,9 +45,12 @@ class ImageFolder(tfds.core.GeneratorBasedBuilder):
   """A user's own labelled chest films."""
 
   # Bump when the stored format changes, so a stale build is never read.
-  VERSION = tfds.core.Version("1.1.0")
+  VERSION = tfds.core.Version("1.2.0")
   RELEASE_NOTES = {"1.0.0": "First release.",
-                   "1.1.0": "Images and masks stored as raw / zlib bytes."}
+                   "1.1.0": "Images and masks stored as raw / zlib bytes.",
+                   "1.2.0": "Mask PNGs resized by exact area coverage (a pixel is set iff "
+                            ">= 1/2 of its area was; was bilinear); positives without a "
+                            "mask pixel counted in the metadata."}
   BUILDER_CONFIGS = []
   MANUAL_DOWNLOAD_INSTRUCTIONS = """
   Put images/, labels.csv and (for masks) masks/ in one folder and pass it as
@@ -89,8 +94,9 @@ class ImageFolder(tfds.core.GeneratorBasedBuilder):
       elif group in split_of:  # otherwise counted by splits_for
         tasks[split_of[group]].append(manual.Task(
             id=image_id, path=files[image_id], label=label, size=c.image_size,
-            boxes=tuple(boxes), mask_path=masks.get(image_id)))
-    return manual_builder.split_generators(self, tasks, problems)
+            boxes=tuple(boxes), mask_path=masks.get(image_id),
+            rows=tuple(labels.rows.get(image_id, ()))))
+    return manual_builder.split_generators(self, tasks, problems, manual_dir=root)
 
   def _generate_examples(self):
     raise NotImplementedError("_split_generators returns the generators")

@@ -24,6 +24,7 @@ import os
 
 import tensorflow_datasets as tfds
 
+from saliency_jax import errors
 from saliency_jax.data import manual, manual_builder
 
 LABELS_CSV = "stage_2_train_labels.csv"
@@ -37,8 +38,8 @@ def make_config(*, manual_dir: str, classes: str = "opacity_vs_normal", **option
                 ) -> manual_builder.ManualConfig:
   """The builder config (options: see `manual_builder.make_config`)."""
   if classes not in CLASSES:
-    raise ValueError(f"config.real_data.classes={classes!r} is not allowed; expected one of "
-                     f"{sorted(CLASSES)}")
+    raise errors.ConfigError(f"config.real_data.classes={classes!r} is not allowed; "
+                             f"expected one of {sorted(CLASSES)}")
   return manual_builder.make_config(
       manual_dir=manual_dir, classes=classes, label_files=(
           (LABELS_CSV, "the RSNA labels CSV (patientId,x,y,width,height,Target)"),
@@ -125,9 +126,10 @@ class RsnaPneumonia(tfds.core.GeneratorBasedBuilder):
       elif patient in split_of:  # otherwise counted by splits_for
         tasks[split_of[patient]].append(manual.Task(
             id=patient, path=files[patient], label=target, size=c.image_size,
-            boxes=tuple(boxes), fields=(("class", name),)))
-    return manual_builder.split_generators(self, tasks, problems, classes=c.classes,
-                                           excluded_by_class=dict(excluded))
+            boxes=tuple(boxes), rows=tuple(labels.rows.get(patient, ())),
+            fields=(("class", name),)))
+    return manual_builder.split_generators(self, tasks, problems, manual_dir=root,
+                                           classes=c.classes, excluded_by_class=dict(excluded))
 
   def _generate_examples(self):
     raise NotImplementedError("_split_generators returns the generators")

@@ -7,8 +7,10 @@ Layout of ``manual_dir``::
   dicom-images-train/<study>/<series>/<ImageId>.dcm
 
 The mask is the union of an image's RLE rows (relative run-length encoding,
-column-major; see `manual.decode_rle`), resized with area >= 1/2; ``label``
-is 1 iff any row has a run. There are no boxes. The competition anonymized
+column-major; see `manual.decode_rle`), resized with area >= 1/2
+(`manual.resize_mask`); ``label`` is 1 iff any row has a run. A thin mask can
+vanish at a small ``image_size``: such positives are counted per split in the
+metadata (``empty_mask_positives``) and reported. There are no boxes. The competition anonymized
 one image per PatientID, so image-level splits are patient-level splits.
 """
 
@@ -34,9 +36,11 @@ def make_config(*, manual_dir: str, classes: str | None = None, **options
       label_files=((RLE_CSV, "the SIIM-ACR RLE CSV (ImageId, EncodedPixels)"),), **options)
 
 
-def _read_rle(path: str, problems: manual.Problems) -> tuple[dict[str, list[str]], list[str]]:
-  """ImageId -> its RLE rows ('-1' rows dropped), and every ImageId the CSV names."""
-  runs: dict[str, list[str]] = collections.defaultdict(list)
+def _read_rle(path: str, problems: manual.Problems
+              ) -> tuple[dict[str, list[tuple[str, str]]], list[str]]:
+  """ImageId -> its RLE rows as ``(rle, 'file:line')`` ('-1' rows dropped), and every
+  ImageId the CSV names."""
+  runs: dict[str, list[tuple[str, str]]] = collections.defaultdict(list)
   empty, seen, bad = set(), set(), set()
   for line, row in manual.read_csv(path, ("ImageId", "EncodedPixels")):
     where = f"{path}:{line}"
@@ -53,7 +57,7 @@ def _read_rle(path: str, problems: manual.Problems) -> tuple[dict[str, list[str]
       bad.add(image_id)
       continue
     seen.add((image_id, encoded))
-    (empty.add(image_id) if encoded == "-1" else runs[image_id].append(encoded))
+    (empty.add(image_id) if encoded == "-1" else runs[image_id].append((encoded, where)))
   for image_id in sorted(empty & set(runs)):
     problems.record("bad_csv_row", path, f"image {image_id} has a -1 row and RLE rows")
     bad.add(image_id)
@@ -65,9 +69,12 @@ class SiimAcrPneumothorax(tfds.core.GeneratorBasedBuilder):
   """SIIM-ACR Pneumothorax Segmentation (train set), masks from RLE."""
 
   # Bump when the stored format changes, so a stale build is never read.
-  VERSION = tfds.core.Version("1.1.0")
+  VERSION = tfds.core.Version("1.2.0")
   RELEASE_NOTES = {"1.0.0": "First release.",
-                   "1.1.0": "Images and masks stored as raw / zlib bytes."}
+                   "1.1.0": "Images and masks stored as raw / zlib bytes.",
+                   "1.2.0": "Masks resized by exact area coverage (a pixel is set iff "
+                            ">= 1/2 of its area was; was bilinear); positives whose mask "
+                            "is empty at the image size counted in the metadata."}
   BUILDER_CONFIGS = []
   MANUAL_DOWNLOAD_INSTRUCTIONS = """
   Download the SIIM-ACR Pneumothorax Segmentation data in its original DICOM
@@ -102,8 +109,8 @@ class SiimAcrPneumothorax(tfds.core.GeneratorBasedBuilder):
       elif image_id in split_of:  # otherwise counted by splits_for
         tasks[split_of[image_id]].append(manual.Task(
             id=image_id, path=files[image_id], label=int(bool(rows)), size=c.image_size,
-            rle=tuple(rows)))
-    return manual_builder.split_generators(self, tasks, problems)
+            rle=tuple(r for r, _ in rows), rows=tuple(w for _, w in rows)))
+    return manual_builder.split_generators(self, tasks, problems, manual_dir=root)
 
   def _generate_examples(self):
     raise NotImplementedError("_split_generators returns the generators")
