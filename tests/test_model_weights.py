@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
+import subprocess
+import sys
+import zipfile
 
 import numpy as np
 import pytest
@@ -112,7 +116,8 @@ def test_bad_weight_settings_fail_naming_the_key(tmp_path):
   keras_file.write_bytes(b"")
   npz = tmp_path / "ours.npz"
   npz.write_bytes(b"")
-  base = dict(model="inception_v3", width=1.0)
+  # 75 px: InceptionV3's smallest input (config.py refuses less).
+  base = dict(model="inception_v3", width=1.0, image_size=75)
   cases = [
       (dict(model_weights=str(tmp_path / "nope.h5")), "config.model_weights=.*: no such file"),
       (dict(model_weights=str(tmp_path)), "is a directory; for a training run's directory use config.trained_dir"),
@@ -178,3 +183,67 @@ def test_training_with_init_from_starts_at_those_weights(trained, tmp_path):
   lr = config.train.learning_rate
   assert moved(after) <= 1.01 * lr
   assert moved(weights_lib.flat_values(train.create_model(config, 1))) > 3 * lr
+
+
+# ------------------------------------------------- bad files on the CLI ---
+
+def _bad_npz(kind: str, directory) -> str:
+  """A quick config's small_cnn export broken as ``kind`` says."""
+  config = quick_config(directory)
+  model = weights_lib.abstract_model(config.model, num_classes=config.num_classes,
+                                     in_channels=1, width=config.width)
+  rng = np.random.default_rng(0)
+  model = weights_lib.assign(model, {
+      k: rng.uniform(0.5, 1.5, shape).astype(np.float32)
+      for k, shape in weights_lib.expected_shapes(model).items()}, "random")
+  path = os.path.join(directory, f"{kind}.npz")
+  models.save_npz(path, model, name=config.model, width=config.width,
+                  in_channels=1)
+  if kind == "truncated":
+    with open(path, "rb") as f:
+      data = f.read()
+    with open(path, "wb") as f:
+      f.write(data[:len(data) // 2])
+    return path
+  with zipfile.ZipFile(path) as archive:
+    members = {name: archive.read(name) for name in archive.namelist()}
+  replacement = io.BytesIO()
+  if kind == "pickled":
+    np.save(replacement, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+  else:  # mis-shaped: one more output channel
+    shape = np.load(io.BytesIO(members["block1/conv/kernel.npy"])).shape
+    np.save(replacement, np.zeros(shape[:-1] + (shape[-1] + 1,), np.float32))
+  members["block1/conv/kernel.npy"] = replacement.getvalue()
+  with zipfile.ZipFile(path, "w") as archive:
+    for name, data in members.items():
+      archive.writestr(name, data)
+  return path
+
+
+@pytest.fixture(scope="module")
+def cli_data_dir(tmp_path_factory):
+  """One synthetic dataset for the command-line runs (built by the first)."""
+  return tmp_path_factory.mktemp("cli_data")
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("truncated", "a zip archive that is truncated or damaged"),
+    ("pickled", "member 'block1/conv/kernel.npy': holds Python objects"),
+    ("mis_shaped", "'block1/conv/kernel' has shape"),
+])
+def test_a_bad_weights_file_fails_in_one_line(kind, message, cli_data_dir,
+                                              tmp_path):
+  path = _bad_npz(kind, tmp_path)
+  result = subprocess.run(
+      [sys.executable, "-m", "saliency_jax.main",
+       "--config=configs/localization.py:quick",
+       f"--config.model_weights={path}", f"--config.data_dir={cli_data_dir}",
+       f"--workdir={tmp_path / 'workdir'}"],
+      cwd=ROOT, capture_output=True, text=True, timeout=600,
+      env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert result.returncode == 2, result.stderr
+  assert "Traceback" not in result.stderr, result.stderr
+  lines = [line for line in result.stderr.splitlines() if line.strip()]
+  assert lines[-1].startswith(f"error: {path}: "), result.stderr
+  assert message in lines[-1]
+  assert [line for line in lines if line.startswith("error:")] == lines[-1:]

@@ -14,7 +14,8 @@ from flax import nnx
 
 from saliency_jax.models.keras_import import from_keras  # noqa: F401
 from saliency_jax.models.layers import PREPROCESSING, activation, relu  # noqa: F401
-from saliency_jax.models.weights import from_npz, load, save_npz  # noqa: F401
+from saliency_jax.models.files import load  # noqa: F401
+from saliency_jax.models.weights import from_npz, save_npz  # noqa: F401
 
 # name -> "module:class"; modules import lazily so a quick run never builds
 # the big networks' Python.
@@ -23,6 +24,15 @@ MODELS = {
     "inception_v3": "saliency_jax.models.inception_v3:InceptionV3",
     "densenet121": "saliency_jax.models.densenet121:DenseNet121",
 }
+
+# The smallest square input (px) each model takes: below it the last feature
+# map (the GradCAM layer) has no pixels, and the global average pool makes
+# the logits NaN without an error. Found with jax.eval_shape at every size
+# (tests/test_config.py checks each at its minimum and one below): the small
+# CNN halves three times (8 -> 1); InceptionV3 as Keras documents it;
+# DenseNet121's 7x7/2 conv and 3x3/2 pool (29 -> 8), then three 2x2/2
+# transitions (8 -> 1).
+MIN_IMAGE_SIZE = {"small_cnn": 8, "inception_v3": 75, "densenet121": 29}
 
 
 def create(name: str, *, num_classes: int, in_channels: int, width: float = 1.0,

@@ -24,25 +24,45 @@ the model, so only their order means anything: sorted by N they come in
 creation order (legacy files), sorted by their key's number in
 ``model.layers`` order (Keras 3 files), which Keras sorts by graph depth:
 :data:`_KERAS_LAYERS_ORDER` lists each mixed block's units that way.
+
+Reading is safe on any file: every failure is one
+:class:`saliency_jax.errors.WeightsError` naming the file. A ``.keras``
+archive's members are read in chunks up to a cap set by the network
+(:func:`weights_member_cap`); an HDF5 dataset's shape and dtype (metadata) are
+checked against the model before its data is read, and only arrays stored in
+the file itself (hard links, no external or virtual storage) are read.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import io
+import json
 import re
+import tempfile
 import zipfile
+from collections.abc import Iterator
 
 import h5py
 import jax
 import numpy as np
 from flax import nnx
 
+from saliency_jax import errors
 from saliency_jax.models import weights as weights_lib
 
 KERAS_MODELS = ("inception_v3", "densenet121")
 # What each network's ``keras.applications.<net>.preprocess_input`` does.
 KERAS_PREPROCESSING = {"inception_v3": "inception", "densenet121": "imagenet"}
+# keras.applications' ``model.count_params()`` with the ImageNet top (1000
+# classes), BatchNorm statistics included.
+KERAS_PARAMS = {"inception_v3": 23_851_784, "densenet121": 8_062_504}
+# A .keras archive's model.weights.h5 holds the weights and, for a compiled
+# model, its optimizer's state (Adam: two more copies of the trainable ones).
+WEIGHTS_COPIES = 4
+HDF5_SLACK_BYTES = 16 << 20  # HDF5's own structure, a classifier of more classes
+CONFIG_MAX_BYTES = 4 << 20  # a .keras archive's config.json
+_CHUNK = 1 << 20
 
 _STEM = ("conv2d_1a_3x3", "conv2d_2a_3x3", "conv2d_2b_3x3", "conv2d_3b_1x1",
          "conv2d_4a_3x3")
@@ -86,12 +106,14 @@ class KerasLayer:
     number: the number ending ``name`` (0 when none): its rank among layers of
       its class, in creation order (legacy) or ``model.layers`` order (Keras 3).
     kind: ``conv``, ``bn`` or ``dense``.
-    weights: Keras' weight name (``kernel``, ``gamma``, ...) -> array.
+    weights: Keras' weight name (``kernel``, ``gamma``, ...) -> its dataset,
+      not read (``shape``, ``ndim`` and ``dtype`` are metadata); read with
+      :func:`_read` once its shape is checked, while the file is open.
   """
   name: str
   number: int
   kind: str
-  weights: dict[str, np.ndarray]
+  weights: dict[str, h5py.Dataset]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,13 +141,58 @@ def _strings(group: h5py.Group, attr: str) -> list[str]:
           for chunk in chunks for s in np.atleast_1d(chunk)]
 
 
+def _child(group: h5py.Group, key: str, where: str, cls: type):
+  """``group[key]`` if it is a ``cls`` (``h5py.Group`` or ``h5py.Dataset``)
+  stored in this file: a hard link; a dataset numeric, neither external nor
+  virtual. Raises WeightsError naming ``where + key`` otherwise."""
+  what = "a group" if cls is h5py.Group else "an array"
+  link = group.get(key, getlink=True)
+  if link is None:
+    raise errors.WeightsError(f"{where}{key}: missing; expected {what}")
+  if not isinstance(link, h5py.HardLink):
+    raise errors.WeightsError(f"{where}{key}: a link elsewhere "
+                              f"({type(link).__name__}); expected {what} stored "
+                              "in the file")
+  obj = group[key]
+  if obj.file != group.file:  # reached through a link on the way
+    raise errors.WeightsError(f"{where}{key}: stored in another file "
+                              f"({obj.file.filename}); expected {what} stored in "
+                              "this one")
+  if not isinstance(obj, cls):
+    raise errors.WeightsError(f"{where}{key}: not {what}")
+  if cls is h5py.Dataset:
+    if obj.dtype.kind not in "biuf" or obj.dtype.fields or obj.dtype.subdtype:
+      raise errors.WeightsError(f"{where}{key}: dtype {obj.dtype}; expected a "
+                                "numeric array")
+    if obj.external or obj.is_virtual:
+      raise errors.WeightsError(f"{where}{key}: its data are stored outside "
+                                "the file; expected an array stored in it")
+  return obj
+
+
+def _read(dataset: h5py.Dataset, path: str) -> np.ndarray:
+  """The data of ``dataset`` (its shape checked first by the caller)."""
+  try:
+    return np.asarray(dataset[()])
+  except (OSError, RuntimeError, ValueError) as e:
+    raise errors.WeightsError(f"{path}: {dataset.name} cannot be read ({e}); the "
+                              "file is damaged or truncated") from None
+
+
 def _keras3_layers(group: h5py.Group, where: str) -> list[KerasLayer]:
   out = []
-  for key, layer in group.get("layers", {}).items():
+  if "layers" not in group:
+    return out
+  children = _child(group, "layers", where, h5py.Group)
+  for key in children:
+    layer = _child(children, key, f"{where}layers/", h5py.Group)
     if "layers" in layer:  # a nested model
       out += _keras3_layers(layer, f"{where}layers/{key}/")
-    variables = layer.get("vars", {})
-    arrays = [np.asarray(variables[str(i)]) for i in range(len(variables))]
+    arrays = []
+    if "vars" in layer:
+      variables = _child(layer, "vars", f"{where}layers/{key}/", h5py.Group)
+      arrays = [_child(variables, str(i), f"{where}layers/{key}/vars/", h5py.Dataset)
+                for i in range(len(variables))]
     if not arrays:
       continue
     cls, number = _split_number(key)
@@ -134,8 +201,9 @@ def _keras3_layers(group: h5py.Group, where: str) -> list[KerasLayer]:
     if kind == "bn" and len(arrays) == 3:
       names = names[1:]  # scale=False (InceptionV3): no gamma
     if kind is None or len(arrays) != len(names):
-      raise ValueError(f"{where}layers/{key}: a layer with {len(arrays)} weights "
-                       "that InceptionV3 / DenseNet121 do not have")
+      raise errors.WeightsError(
+          f"{where}layers/{key}: a layer with {len(arrays)} weights that "
+          "InceptionV3 / DenseNet121 do not have")
     out.append(KerasLayer(key, number, kind, dict(zip(names, arrays))))
   return out
 
@@ -143,53 +211,124 @@ def _keras3_layers(group: h5py.Group, where: str) -> list[KerasLayer]:
 def _legacy_layers(group: h5py.Group) -> list[KerasLayer]:
   out = []
   for layer_name in _strings(group, "layer_names"):
-    layer = group[layer_name]
-    owners: dict[str, dict[str, np.ndarray]] = {}
+    layer = _child(group, layer_name, "", h5py.Group)
+    owners: dict[str, dict[str, h5py.Dataset]] = {}
     for weight in _strings(layer, "weight_names"):
       # '<layer>/<weight>:0': 'conv2d_1/kernel:0'; Keras 2's DenseNet stem
       # 'conv1/conv/kernel:0'; every layer of a nested model in its group.
       owner, _, short = weight.rpartition("/")
       owners.setdefault(owner or layer_name, {})[short.split(":")[0]] = (
-          np.asarray(layer[weight]))
+          _child(layer, weight, f"{layer_name}/", h5py.Dataset))
     for owner, arrays in owners.items():
       kernel = arrays.get("kernel")
       kind = ("bn" if "moving_mean" in arrays else
               "conv" if kernel is not None and kernel.ndim == 4 else
               "dense" if kernel is not None and kernel.ndim == 2 else None)
       if kind is None or not set(arrays) <= set(_WEIGHT_NAMES[kind]):
-        raise ValueError(f"layer {owner!r}: weights {sorted(arrays)} that "
-                         "InceptionV3 / DenseNet121 do not have")
+        raise errors.WeightsError(f"layer {owner!r}: weights {sorted(arrays)} "
+                                  "that InceptionV3 / DenseNet121 do not have")
       # Keras 2 named DenseNet's stem 'conv1/conv', Keras 3 'conv1_conv'.
       name = owner.replace("/", "_")
       out.append(KerasLayer(name, _split_number(name)[1], kind, arrays))
   return out
 
 
-def read_layers(path: str) -> tuple[str, list[KerasLayer]]:
-  """(``'keras3'`` or ``'legacy'``, the file's layers with weights)."""
-  if zipfile.is_zipfile(path):  # a .keras archive
-    with zipfile.ZipFile(path) as archive:
-      if "model.weights.h5" not in archive.namelist():
-        raise ValueError(f"{path}: a zip archive without model.weights.h5; "
-                         "not a .keras file")
-      source = io.BytesIO(archive.read("model.weights.h5"))
-  else:
-    source = path
+def weights_member_cap(name: str) -> int:
+  """Most bytes a ``.keras`` archive of network ``name`` may hold in
+  ``model.weights.h5``: ``4 * KERAS_PARAMS[name] * WEIGHTS_COPIES``
+  (float32 weights, an optimizer's state) ``+ HDF5_SLACK_BYTES``."""
+  return 4 * KERAS_PARAMS[name] * WEIGHTS_COPIES + HDF5_SLACK_BYTES
+
+
+def _copy_member(archive: zipfile.ZipFile, member: str, out, cap: int,
+                 path: str) -> None:
+  """Member ``member`` into file ``out``, in chunks, refused (WeightsError)
+  when it declares or holds more than ``cap`` uncompressed bytes."""
+  info = archive.getinfo(member)
+  too_big = (f"{path}: member {member!r} {{}} bytes uncompressed, more than the "
+             f"{cap} that it can need; a damaged or hostile archive")
+  if info.file_size > cap:
+    raise errors.WeightsError(too_big.format(f"declares {info.file_size}"))
+  total = 0
   try:
-    f = h5py.File(source, "r")
+    with archive.open(info) as f:
+      while chunk := f.read(_CHUNK):
+        total += len(chunk)
+        if total > cap:
+          raise errors.WeightsError(too_big.format(f"holds over {total}"))
+        out.write(chunk)
+  except weights_lib.ZIP_READ_ERRORS as e:
+    raise errors.WeightsError(f"{path}: member {member!r} cannot be read ({e}); "
+                              "the archive is damaged or truncated") from None
+
+
+def _keras_archive(path: str, cap: int, out) -> None:
+  """A ``.keras`` archive's ``model.weights.h5`` into file ``out`` (at most
+  ``cap`` bytes); its ``config.json``, if any, checked to be a JSON object."""
+  with weights_lib.open_zip(path, ".keras") as archive:
+    names = set(archive.namelist())
+    if "model.weights.h5" not in names:
+      raise errors.WeightsError(f"{path}: a zip archive without "
+                                "model.weights.h5; not a .keras file")
+    if "config.json" in names:
+      with tempfile.SpooledTemporaryFile() as config:
+        _copy_member(archive, "config.json", config, CONFIG_MAX_BYTES, path)
+        config.seek(0)
+        try:
+          record = json.loads(config.read())
+        except ValueError:
+          record = None
+      if not isinstance(record, dict):
+        raise errors.WeightsError(f"{path}: config.json is not a JSON object; "
+                                  "not a .keras file")
+    _copy_member(archive, "model.weights.h5", out, cap, path)
+  out.flush()
+  out.seek(0)
+
+
+@contextlib.contextmanager
+def open_layers(path: str, max_bytes: int
+                ) -> Iterator[tuple[str, list[KerasLayer]]]:
+  """(``'keras3'`` or ``'legacy'``, the file's layers with weights), the file
+  open while in the ``with`` (the arrays are read on demand).
+
+  A ``.keras`` archive (a zip) has its ``model.weights.h5`` copied to a
+  temporary file first, at most ``max_bytes`` uncompressed.
+  """
+  try:
+    with open(path, "rb") as f:
+      is_zip = f.read(4) == b"PK\x03\x04"
   except OSError as e:
-    raise ValueError(f"{path}: not an HDF5 file ({e})") from None
-  with f:
-    group = f["model_weights"] if "model_weights" in f else f
+    raise errors.WeightsError(f"{path}: cannot be read ({e.strerror or e})"
+                              ) from None
+  with contextlib.ExitStack() as stack:
+    source = path
+    if is_zip:
+      source = stack.enter_context(tempfile.TemporaryFile())
+      _keras_archive(path, max_bytes, source)
     try:
+      f = stack.enter_context(h5py.File(source, "r"))
+    except OSError as e:
+      what = ("its model.weights.h5 is not an HDF5 file" if is_zip else
+              "neither a .keras archive (zip) nor an HDF5 file")
+      raise errors.WeightsError(f"{path}: {what} ({e})") from None
+    try:
+      group = f["model_weights"] if "model_weights" in f else f
       if "layer_names" in group.attrs or "layer_names0" in group.attrs:
-        return "legacy", _legacy_layers(group)
-      if "layers" in group:
-        return "keras3", _keras3_layers(group, "")
-    except ValueError as e:
-      raise ValueError(f"{path}: {e}") from None
-  raise ValueError(f"{path}: neither a Keras 3 weights file (layers/...) nor a "
-                   "legacy Keras HDF5 file (layer_names)")
+        found = "legacy", _legacy_layers(group)
+      elif "layers" in group:
+        found = "keras3", _keras3_layers(group, "")
+      else:
+        found = None
+    except errors.WeightsError as e:
+      raise errors.WeightsError(f"{path}: {e}") from None
+    except (OSError, RuntimeError, KeyError) as e:  # h5py on a damaged file
+      raise errors.WeightsError(f"{path}: a damaged HDF5 file ({e})") from None
+    if found is None:
+      raise errors.WeightsError(
+          f"{path}: neither a Keras 3 weights file (layers/...) nor a legacy "
+          "Keras HDF5 file (layer_names)")
+    yield found
 
 
 # ------------------------------------------------------------- mapping ---
@@ -234,8 +373,8 @@ def _match(slots: list[Slot], layers: list[KerasLayer], *, by_name: bool,
     named = {layer.name: layer for layer in layers}
     for slot in slots:
       if slot.keras_name not in named:
-        raise ValueError(f"{path}: no layer {slot.keras_name!r} (our "
-                         f"{slot.prefix}, {_expected(slot, shapes)})")
+        raise errors.WeightsError(f"{path}: no layer {slot.keras_name!r} (our "
+                                  f"{slot.prefix}, {_expected(slot, shapes)})")
   pairs = []
   for kind in ("conv", "bn"):
     ours = [s for s in slots if s.kind == kind]
@@ -245,8 +384,8 @@ def _match(slots: list[Slot], layers: list[KerasLayer], *, by_name: bool,
                f"{ours[len(theirs)].prefix} "
                f"({_expected(ours[len(theirs)], shapes)})"
                if len(theirs) < len(ours) else f"; are these {model_label} weights?")
-      raise ValueError(f"{path}: {len(theirs)} {_KIND_LABEL[kind]} layers, "
-                       f"{model_label} has {len(ours)}{first}")
+      raise errors.WeightsError(f"{path}: {len(theirs)} {_KIND_LABEL[kind]} "
+                                f"layers, {model_label} has {len(ours)}{first}")
     pairs += (zip(ours, (named[s.keras_name] for s in ours)) if by_name
               else zip(ours, theirs))
   # Network order, so that an error names the first mismatch.
@@ -261,22 +400,24 @@ def _expected(slot: Slot, shapes: dict[str, tuple[int, ...]]) -> str:
   return "expected " + ", ".join(found)
 
 
-def _values(pairs, shapes: dict[str, tuple[int, ...]],
-            path: str) -> dict[str, np.ndarray]:
-  """Our flat name -> array for every matched pair, shapes checked in order."""
+def _datasets(pairs, shapes: dict[str, tuple[int, ...]],
+              path: str) -> dict[str, h5py.Dataset]:
+  """Our flat name -> dataset for every matched pair, shapes (metadata)
+  checked in network order; nothing read."""
   values = {}
   for slot, layer in pairs:
     names = {"conv": {"kernel": "kernel"}, "bn": _BN_NAMES}[slot.kind]
     wanted = {k for k, ours in names.items() if f"{slot.prefix}/{ours}" in shapes}
     if set(layer.weights) != wanted:
-      raise ValueError(f"{path}: layer {layer.name!r} (our {slot.prefix}) has "
-                       f"weights {sorted(layer.weights)}, expected {sorted(wanted)}")
+      raise errors.WeightsError(
+          f"{path}: layer {layer.name!r} (our {slot.prefix}) has weights "
+          f"{sorted(layer.weights)}, expected {sorted(wanted)}")
     for keras_name, array in layer.weights.items():
       ours = f"{slot.prefix}/{names[keras_name]}"
       if array.shape != shapes[ours]:
-        raise ValueError(f"{path}: layer {layer.name!r} (our {slot.prefix}) has "
-                         f"{keras_name} of shape {array.shape}, expected "
-                         f"{shapes[ours]}")
+        raise errors.WeightsError(
+            f"{path}: layer {layer.name!r} (our {slot.prefix}) has "
+            f"{keras_name} of shape {array.shape}, expected {shapes[ours]}")
       values[ours] = array
   return values
 
@@ -284,20 +425,25 @@ def _values(pairs, shapes: dict[str, tuple[int, ...]],
 def _head(layers: list[KerasLayer], path: str) -> KerasLayer | None:
   dense = [l for l in layers if l.kind == "dense"]
   if len(dense) > 1:
-    raise ValueError(f"{path}: {len(dense)} Dense layers "
-                     f"({', '.join(l.name for l in dense)}); expected one "
-                     "classifier or none")
+    raise errors.WeightsError(f"{path}: {len(dense)} Dense layers "
+                              f"({', '.join(l.name for l in dense)}); expected "
+                              "one classifier or none")
   return dense[0] if dense else None
 
 
-def _first_conv(layers: list[KerasLayer], name: str, fmt: str) -> np.ndarray:
+def _first_conv(layers: list[KerasLayer], name: str, fmt: str) -> h5py.Dataset:
   """The stem's kernel: the first conv in creation and in ``model.layers`` order."""
   convs = [l for l in layers if l.kind == "conv"]
   if name == "densenet121" and fmt == "legacy":
     convs = [l for l in convs if l.name == "conv1_conv"] or convs
   if not convs:
-    raise ValueError("no Conv2D layer")
-  return min(convs, key=lambda l: l.number).weights["kernel"]
+    raise errors.WeightsError("no Conv2D layer")
+  first = min(convs, key=lambda l: l.number)
+  if first.weights["kernel"].ndim != 4:
+    raise errors.WeightsError(f"the first Conv2D layer {first.name!r} has a "
+                              f"kernel of shape {first.weights['kernel'].shape}; "
+                              "expected (height, width, in, out)")
+  return first.weights["kernel"]
 
 
 def from_keras(name: str, path: str, *, num_classes: int | None = None,
@@ -326,24 +472,45 @@ def from_keras(name: str, path: str, *, num_classes: int | None = None,
     seed: int or key for a new classifier.
 
   Raises:
-    ValueError: naming the file, the first layer missing or mis-shaped and
-      the shape expected.
+    WeightsError: naming the file and what is wrong (not a Keras file,
+      damaged, a member bigger than the network can need, the first layer
+      missing or mis-shaped and the shape expected).
   """
   if name not in KERAS_MODELS:
-    raise ValueError(f"{path}: Keras weights exist for {KERAS_MODELS}, not {name!r}")
+    raise errors.WeightsError(f"{path}: Keras weights exist for {KERAS_MODELS}, "
+                              f"not {name!r}")
   if preprocessing == "auto":
     preprocessing = KERAS_PREPROCESSING[name]
-  fmt, layers = read_layers(path)
+  with open_layers(path, weights_member_cap(name)) as (fmt, layers):
+    model, values = _model_and_values(name, path, fmt, layers,
+                                      num_classes=num_classes,
+                                      in_channels=in_channels,
+                                      preprocessing=preprocessing, seed=seed)
+  return weights_lib.assign(model, values, path)
+
+
+def _model_and_values(name: str, path: str, fmt: str, layers: list[KerasLayer],
+                      *, num_classes: int | None, in_channels: int | None,
+                      preprocessing: str, seed: int | jax.Array
+                      ) -> tuple[nnx.Module, dict[str, np.ndarray]]:
+  """The abstract model and its every value (see :func:`from_keras`); shapes
+  are checked before anything is read."""
   try:
     first = _first_conv(layers, name, fmt)
-  except ValueError as e:
-    raise ValueError(f"{path}: {e}; is it a {name} file?") from None
+  except errors.WeightsError as e:
+    raise errors.WeightsError(f"{path}: {e}; is it a {name} file?") from None
   file_channels = first.shape[2]
   if in_channels not in (None, file_channels, 1):
-    raise ValueError(f"{path}: in_channels={in_channels}, but the file's first "
-                     f"layer takes {file_channels}; expected None, "
-                     f"{file_channels} or 1 (the kernel summed over channels)")
+    raise errors.WeightsError(
+        f"{path}: in_channels={in_channels}, but the file's first layer takes "
+        f"{file_channels}; expected None, {file_channels} or 1 (the kernel "
+        "summed over channels)")
   head = _head(layers, path)
+  if head is not None and (head.weights["kernel"].ndim != 2
+                           or head.weights["kernel"].shape[-1] < 1):
+    raise errors.WeightsError(f"{path}: classifier {head.name!r} has a kernel of "
+                              f"shape {head.weights['kernel'].shape}; expected "
+                              "(features, classes)")
   file_classes = None if head is None else head.weights["kernel"].shape[-1]
   if num_classes is None and head is None:
     raise weights_lib.NoClassifierError(
@@ -364,28 +531,31 @@ def from_keras(name: str, path: str, *, num_classes: int | None = None,
   file_shapes[stem] = shapes[stem][:2] + (file_channels,) + shapes[stem][3:]
   pairs = _match(slots, layers, by_name=(name == "densenet121" and fmt == "legacy"),
                  shapes=file_shapes, path=path, model_label=type(model).__name__)
-  values = _values(pairs, file_shapes, path)
+  datasets = _datasets(pairs, file_shapes, path)
+  if num_classes == file_classes:
+    datasets.update(_head_datasets(head, shapes, path))
+  values = {ours: _read(dataset, path) for ours, dataset in datasets.items()}
   if shapes[stem] != file_shapes[stem]:
     values[stem] = values[stem].sum(axis=2, keepdims=True)
-  if num_classes == file_classes:
-    values.update(_values_of_head(head, shapes, path))
-  else:
+  if num_classes != file_classes:
     values.update(weights_lib.fresh_head(shapes[f"{weights_lib.HEAD}/kernel"][0],
                                          num_classes, seed))
-  return weights_lib.assign(model, values, path)
+  return model, values
 
 
-def _values_of_head(head: KerasLayer, shapes: dict[str, tuple[int, ...]],
-                    path: str) -> dict[str, np.ndarray]:
+def _head_datasets(head: KerasLayer, shapes: dict[str, tuple[int, ...]],
+                   path: str) -> dict[str, h5py.Dataset]:
+  """Our classifier's flat names -> the file's datasets, shapes checked."""
   out = {}
   for keras_name in ("kernel", "bias"):
     ours = f"{weights_lib.HEAD}/{keras_name}"
     array = head.weights.get(keras_name)
     if array is None:
-      raise ValueError(f"{path}: classifier {head.name!r} has no {keras_name} "
-                       f"(expected shape {shapes[ours]})")
+      raise errors.WeightsError(f"{path}: classifier {head.name!r} has no "
+                                f"{keras_name} (expected shape {shapes[ours]})")
     if array.shape != shapes[ours]:
-      raise ValueError(f"{path}: classifier {head.name!r} has {keras_name} of "
-                       f"shape {array.shape}, expected {shapes[ours]}")
+      raise errors.WeightsError(f"{path}: classifier {head.name!r} has "
+                                f"{keras_name} of shape {array.shape}, expected "
+                                f"{shapes[ours]}")
     out[ours] = array
   return out

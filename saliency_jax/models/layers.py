@@ -87,3 +87,20 @@ def preprocess(x: jax.Array, mode: str) -> jax.Array:
   if channels == 1:
     mean, std = mean.mean(keepdims=True), std.mean(keepdims=True)
   return (x - jnp.asarray(mean, x.dtype)) / jnp.asarray(std, x.dtype)
+
+
+@jax.custom_vjp
+def guided_relu(x: jax.Array) -> jax.Array:
+  """ReLU whose backward pass passes positive gradients at positive inputs."""
+  return jax.nn.relu(x)
+
+
+def _guided_relu_fwd(x):
+  return jax.nn.relu(x), x
+
+
+def _guided_relu_bwd(x, g):
+  return (jnp.where((x > 0) & (g > 0), g, jnp.zeros_like(g)),)
+
+
+guided_relu.defvjp(_guided_relu_fwd, _guided_relu_bwd)

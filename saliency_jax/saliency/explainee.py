@@ -52,8 +52,7 @@ class Explainee:
     return self._model().head(a[None])[0]
 
   def guided_logits(self, x: jax.Array) -> jax.Array:
-    from saliency_jax.saliency.guided_backprop import guided_relu  # pylint: disable=g-import-not-at-top
-    with layers.activation(guided_relu):
+    with layers.activation(layers.guided_relu):
       return self.logits(x)
 
   @property

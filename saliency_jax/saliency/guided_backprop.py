@@ -5,27 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
+from saliency_jax.models.layers import guided_relu  # noqa: F401 (re-exported)
 from saliency_jax.saliency import _checks
 from saliency_jax.saliency.explainee import Explainee, as_explainee
-
-
-@jax.custom_vjp
-def guided_relu(x: jax.Array) -> jax.Array:
-  """ReLU whose backward pass passes positive gradients at positive inputs."""
-  return jax.nn.relu(x)
-
-
-def _guided_relu_fwd(x):
-  return jax.nn.relu(x), x
-
-
-def _guided_relu_bwd(x, g):
-  return (jnp.where((x > 0) & (g > 0), g, jnp.zeros_like(g)),)
-
-
-guided_relu.defvjp(_guided_relu_fwd, _guided_relu_bwd)
 
 
 def guided_backprop(logits_fn: Any, x: jax.Array, target: int | jax.Array, *,

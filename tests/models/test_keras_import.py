@@ -12,6 +12,8 @@ from __future__ import annotations
 import functools
 import os
 import re
+import tracemalloc
+import zipfile
 
 os.environ["KERAS_BACKEND"] = "jax"  # before keras is imported
 
@@ -25,7 +27,9 @@ from flax import nnx  # noqa: E402
 # only through this module; model.save('x.h5') is the public full-model path.
 from keras.src.legacy.saving import legacy_h5_format  # noqa: E402
 
+from saliency_jax import errors  # noqa: E402
 from saliency_jax import models  # noqa: E402
+from saliency_jax.models import keras_import  # noqa: E402
 from saliency_jax.models import layers  # noqa: E402
 from saliency_jax.models import weights as weights_lib  # noqa: E402
 
@@ -116,6 +120,8 @@ def keras_files(request, tmp_path_factory):
           layers.preprocess(gray, PREPROCESSING[name]), 3, axis=-1), verbose=0),
       "transfer_head": transfer.layers[-1].get_weights(),
       "nested_head": nested.layers[-1].get_weights(),
+      "count_params": net.count_params(),
+      "features_dim": net.layers[-1].kernel.shape[0],
   }
   return name, files, x, gray, outputs
 
@@ -246,9 +252,11 @@ def test_saved_then_loaded_state_is_bit_identical(keras_files, tmp_path):
     assert set(f.files) == set(before) | {weights_lib.METADATA_KEY}
 
 
-def _copy_without(src, dst, drop: str | None = None, reshape: str | None = None):
-  """A legacy file without layer ``drop``, or with layer ``reshape``'s first
-  weight cut short."""
+def _copy_without(src, dst, drop: str | None = None, reshape: str | None = None,
+                  huge: str | None = None):
+  """A legacy file without layer ``drop``, with layer ``reshape``'s first
+  weight cut short, or with layer ``huge``'s first weight claiming 1e5 x 1e5
+  times its last dimensions (chunked, nothing written: the file stays small)."""
   with h5py.File(src, "r") as f, h5py.File(dst, "w") as g:
     names = [n.decode() if isinstance(n, bytes) else n for n in f.attrs["layer_names"]]
     g.attrs["layer_names"] = [n.encode() for n in names if n != drop]
@@ -262,6 +270,13 @@ def _copy_without(src, dst, drop: str | None = None, reshape: str | None = None)
         data = np.asarray(g[n][weight])
         del g[n][weight]
         g[n][weight] = data[..., :-1]
+      if n == huge:
+        weight = g[n].attrs["weight_names"][0]
+        weight = weight.decode() if isinstance(weight, bytes) else weight
+        tail = g[n][weight].shape[2:]
+        del g[n][weight]
+        g[n].create_dataset(weight, shape=(100_000, 100_000) + tail,
+                            dtype="float32", chunks=(1, 1) + tail)
 
 
 def test_a_file_that_does_not_match_names_the_layer_and_the_shape(keras_files, tmp_path):
@@ -304,6 +319,40 @@ def test_a_file_that_does_not_match_names_the_layer_and_the_shape(keras_files, t
     models.from_keras(name, str(files["no_top_legacy"]))
   with pytest.raises(ValueError, match="in_channels=2"):
     models.from_keras(name, src, in_channels=2)
+
+
+def test_a_dataset_claiming_a_huge_shape_is_refused_before_reading(
+    keras_files, tmp_path):
+  name, files, *_ = keras_files
+  src, bad = str(files["legacy"]), str(tmp_path / "huge.h5")
+  with h5py.File(src, "r") as f:
+    names = [n.decode() if isinstance(n, bytes) else n for n in f.attrs["layer_names"]]
+  # DenseNet121 by name; InceptionV3's last conv created (its largest number).
+  layer = "conv4_block2_1_conv" if name == "densenet121" else max(
+      (n for n in names if n.startswith("conv2d")),
+      key=lambda n: int(re.fullmatch(r"conv2d(?:_(\d+))?", n).group(1) or 0))
+  _copy_without(src, bad, huge=layer)
+  assert os.path.getsize(bad) < 2 * os.path.getsize(src)
+  models.from_keras(name, src)  # the abstract model built, outside the count
+  tracemalloc.start()
+  try:
+    with pytest.raises(errors.WeightsError, match=rf"{bad}: layer '{layer}' "
+                       r"\(our .*\) has kernel of shape \(100000, 100000, "):
+      models.from_keras(name, bad)
+    peak = tracemalloc.get_traced_memory()[1]
+  finally:
+    tracemalloc.stop()
+  assert peak < 50 << 20, peak  # the claim is ~10^12 bytes and more
+
+
+def test_the_archive_cap_is_the_published_network(keras_files):
+  name, files, _, _, outputs = keras_files
+  # Keras' count with the 1000-class ImageNet top; ours has NUM_CLASSES.
+  assert outputs["count_params"] == (keras_import.KERAS_PARAMS[name] - (
+      1000 - NUM_CLASSES) * (outputs["features_dim"] + 1))
+  with zipfile.ZipFile(files["keras"]) as archive:
+    size = archive.getinfo("model.weights.h5").file_size
+  assert 4 * outputs["count_params"] < size < keras_import.weights_member_cap(name)
 
 
 @pytest.mark.parametrize("name", sorted(PREPROCESS_INPUT))
