@@ -35,22 +35,13 @@ def get_config(arg: str | None = None):
   if arg == "independent":
     c.cascade.mode = "independent"
   elif arg == "quick":
-    c.image_size = 64
-    c.synthetic.update(num_train=256, num_validation=32, num_test=32)
-    c.width = 0.125
-    c.train.update(steps=150, batch_size=16, warmup_steps=10, log_every=50,
-                   eval_every=150, checkpoint_every=150)
-    c.methods = ("gradient", "gradcam", "smoothgrad")
+    config_lib.quick_study_preset(
+        c, methods=("gradient", "gradcam", "smoothgrad"), num_images=4,
+        num_train=256, steps=150, warmup_steps=10, log_every=50)
     c.hparams.smoothgrad = dict(num_samples=4)
-    c.num_images = 4
-    c.similarity = ("spearman", "ssim", "hog_spearman")
-    c.bootstrap_resamples = 200
   elif arg == "paper":
-    c.model, c.width, c.image_size = "inception_v3", 1.0, 320
-    c.num_images = 100
+    config_lib.paper_preset(c)
     c.cascade.num_blocks = 11  # predictions, mixed10 .. mixed1 (12 states)
-    c.train.update(steps=20000, batch_size=32, learning_rate=1e-3,
-                   warmup_steps=500, eval_every=1000, checkpoint_every=1000)
   elif arg:
     raise ValueError(f"configs/cascade.py: unknown preset {arg!r}; expected "
                      "'independent', 'quick' or 'paper'")

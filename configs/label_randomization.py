@@ -49,22 +49,13 @@ def get_config(arg: str | None = None):
   if arg is None or arg == "":
     c.label_randomization.update(num_train=128, augment=False)
   elif arg == "quick":
-    c.image_size = 64
-    c.synthetic.update(num_train=64, num_validation=32, num_test=32)
-    c.width = 0.125
-    c.train.update(steps=60, batch_size=16, warmup_steps=5, log_every=20,
-                   eval_every=60, checkpoint_every=60)
+    config_lib.quick_study_preset(c, methods=("gradient", "gradcam"), num_images=4,
+                                  num_train=64, steps=60, warmup_steps=5, log_every=20)
     c.label_randomization.update(max_steps=180, augment=False)
-    c.methods = ("gradient", "gradcam")
-    c.num_images = 4
     c.similarity = ("spearman", "ssim")
     c.localization = ("auprc", "soft_dice")
-    c.bootstrap_resamples = 200
   elif arg == "paper":
-    c.model, c.width, c.image_size = "inception_v3", 1.0, 320
-    c.num_images = 100
-    c.train.update(steps=20000, batch_size=32, learning_rate=1e-3,
-                   warmup_steps=500, eval_every=1000, checkpoint_every=1000)
+    config_lib.paper_preset(c)
     c.label_randomization.update(max_steps=100000)
   else:
     raise ValueError(f"configs/label_randomization.py: unknown preset {arg!r}; "

@@ -30,20 +30,11 @@ def get_config(arg: str | None = None):
   c.controls = ("random", "edge", "center_prior", "mean_training_mask")
   c.primary_metric = "auprc"  # the journal paper's localization utility
   if arg == "quick":
-    c.image_size = 64
-    c.synthetic.update(num_train=64, num_validation=32, num_test=32)
-    c.width = 0.125
-    c.train.update(steps=60, batch_size=16, warmup_steps=5, log_every=20,
-                   eval_every=60, checkpoint_every=60)
-    c.methods = ("gradient", "gradcam")
-    c.num_images = 6
+    config_lib.quick_study_preset(c, methods=("gradient", "gradcam"), num_images=6,
+                                  num_train=64, steps=60, warmup_steps=5, log_every=20)
     c.localization = ("auprc", "soft_dice", "pointing_game")
-    c.bootstrap_resamples = 200
   elif arg == "paper":
-    c.model, c.width, c.image_size = "inception_v3", 1.0, 320
-    c.num_images = 100
-    c.train.update(steps=20000, batch_size=32, learning_rate=1e-3,
-                   warmup_steps=500, eval_every=1000, checkpoint_every=1000)
+    config_lib.paper_preset(c)
   elif arg:
     raise ValueError(f"configs/localization.py: unknown preset {arg!r}; "
                      "expected 'quick' or 'paper'")

@@ -27,22 +27,14 @@ def get_config(arg: str | None = None):
   c.experiment = "repeatability"
   c.replicates = 2  # replicate r is trained with seed c.seed + r
   if arg == "quick":
-    c.image_size = 64
-    c.synthetic.update(num_train=256, num_validation=32, num_test=32)
-    c.width = 0.125
-    c.train.update(steps=150, batch_size=16, warmup_steps=10, log_every=50,
-                   eval_every=150, checkpoint_every=150)
-    c.methods = ("gradient", "gradcam")
-    c.num_images = 4
+    config_lib.quick_study_preset(c, methods=("gradient", "gradcam"), num_images=4,
+                                  num_train=256, steps=150, warmup_steps=10,
+                                  log_every=50)
     c.similarity = ("spearman", "ssim")
     c.localization = ("auprc", "pointing_game")
-    c.bootstrap_resamples = 200
   elif arg == "paper":
-    c.model, c.width, c.image_size = "inception_v3", 1.0, 320
-    c.num_images = 100
+    config_lib.paper_preset(c)
     c.replicates = 3
-    c.train.update(steps=20000, batch_size=32, learning_rate=1e-3,
-                   warmup_steps=500, eval_every=1000, checkpoint_every=1000)
   elif arg:
     raise ValueError(f"configs/repeatability.py: unknown preset {arg!r}; "
                      "expected 'quick' or 'paper'")

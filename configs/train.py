@@ -16,11 +16,8 @@ def get_config(arg: str | None = None):
   c.experiment = "train"
   c.train = config_lib.train_config()
   if arg == "quick":
-    c.image_size = 64
-    c.synthetic.update(num_train=64, num_validation=32, num_test=32)
-    c.width = 0.125
-    c.train.update(steps=20, batch_size=16, warmup_steps=2, log_every=5,
-                   eval_every=10, checkpoint_every=10)
+    config_lib.quick_preset(c, num_train=64, steps=20, warmup_steps=2, log_every=5,
+                            every=10)
   elif arg == "randomized_labels":
     c.train.randomize_labels = True
   elif arg:

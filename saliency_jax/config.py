@@ -1,18 +1,31 @@
-"""The config keys every experiment shares, and their validation.
+"""The config keys every experiment shares, their presets and their validation.
 
-Config files under ``configs/`` start from :func:`base_config` and set what
-their experiment needs; ``main`` validates the resolved config before anything
-runs, so a bad value fails at once with one line naming the key.
+Config files under ``configs/`` start from :func:`base_config` (or
+:func:`study_config`), set what their experiment needs and build their
+``:quick`` and ``:paper`` presets from :func:`quick_preset`,
+:func:`quick_study_preset` and :func:`paper_preset`. ``main`` validates the
+resolved config before anything runs, so a bad value fails at once with one
+line (:class:`errors.ConfigError`) naming the key. The keys only one
+experiment has (``cascade``, ``controls``, ``replicates``, ...) are checked by
+that experiment's module (its ``validate``), which ``main`` calls next: this
+module never imports the experiments.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
+import math
+import numbers
 import os
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
 
 import ml_collections
 from ml_collections import config_dict
+
+from saliency_jax import errors
 
 # experiment name -> "module:function(config, workdir)"; imported lazily.
 EXPERIMENTS = {
@@ -118,57 +131,341 @@ def study_config() -> ml_collections.ConfigDict:
   return c
 
 
-def _check_choice(key: str, value, allowed) -> None:
+# ---------------------------------------------------------------- presets ---
+# The configs' presets, composed: each config file calls these with what its
+# experiment changes and sets its own keys after.
+
+def quick_preset(c: ml_collections.ConfigDict, *, num_train: int, steps: int,
+                 warmup_steps: int, log_every: int, every: int | None = None) -> None:
+  """``:quick``, in place: a smoke test's data, model and training.
+
+  64 px phantoms (``num_train`` training, 32 validation, 32 test), the model
+  at width 0.125, ``steps`` steps of 16 images; evaluates and checkpoints
+  every ``every`` steps (None: once, at the last step).
+  """
+  c.image_size = 64
+  c.synthetic.update(num_train=num_train, num_validation=32, num_test=32)
+  c.width = 0.125
+  every = steps if every is None else every
+  c.train.update(steps=steps, batch_size=16, warmup_steps=warmup_steps,
+                 log_every=log_every, eval_every=every, checkpoint_every=every)
+
+
+def quick_study_preset(c: ml_collections.ConfigDict, *, methods: tuple[str, ...],
+                       num_images: int, num_train: int, steps: int,
+                       warmup_steps: int, log_every: int) -> None:
+  """``:quick`` of a saliency experiment, in place: :func:`quick_preset`,
+  ``methods`` on ``num_images`` images, 200 bootstrap resamples."""
+  quick_preset(c, num_train=num_train, steps=steps, warmup_steps=warmup_steps,
+               log_every=log_every)
+  c.methods = methods
+  c.num_images = num_images
+  c.bootstrap_resamples = 200
+
+
+def paper_preset(c: ml_collections.ConfigDict) -> None:
+  """``:paper``, in place: the journal paper's model and training (Arun et al. 2021).
+
+  InceptionV3 (width 1.0) at 320 px, 100 test positives; 20000 steps of 32
+  images, peak learning rate 1e-3 after 500 warmup steps, evaluated and
+  checkpointed every 1000. For a real dataset and a GPU.
+  """
+  c.model, c.width, c.image_size = "inception_v3", 1.0, 320
+  c.num_images = 100
+  c.train.update(steps=20000, batch_size=32, learning_rate=1e-3,
+                 warmup_steps=500, eval_every=1000, checkpoint_every=1000)
+
+
+# ------------------------------------------------------------- validation ---
+
+# Seeds: non-negative integers that jax.random.key takes (signed 64-bit).
+SEEDS = ("seed", "synthetic.seed", "real_data.split_seed")
+SEED_LIMIT = 2**63
+# The smallest image phantoms are drawn at (data/synthetic.py, phantom()).
+SYNTHETIC_MIN_IMAGE_SIZE = 32
+# Experiments that compare maps with config.similarity (localization scores
+# each map against its mask only).
+COMPARING_EXPERIMENTS = ("cascade", "label_randomization", "repeatability",
+                         "reproducibility", "study")
+# Map sizes a metric is asked about, at most (_smallest_accepted).
+_PROBE_LIMIT = 2**16
+# Keywords of every saliency method that come from the config, not hparams.
+_CALL_KEYWORDS = ("key", "batch_size", "strategy")
+
+
+def _get(config: ml_collections.ConfigDict, key: str) -> Any:
+  node = config
+  for part in key.split("."):
+    node = node[part]
+  return node
+
+
+def _check_choice(key: str, value: Any, allowed) -> None:
   if value not in allowed:
-    raise ValueError(f"config.{key}={value!r} is not allowed; expected one of "
-                     f"{', '.join(map(repr, allowed))}")
+    raise errors.ConfigError(f"config.{key}={value!r} is not allowed; expected one of "
+                             f"{', '.join(map(repr, allowed))}")
 
 
 def _check_positive(config: ml_collections.ConfigDict, keys: tuple[str, ...]) -> None:
   for key in keys:
-    node = config
-    for part in key.split("."):
-      node = node[part]
-    if node <= 0:
-      raise ValueError(f"config.{key}={node!r}: expected a positive number")
+    value = _get(config, key)
+    if value <= 0:
+      raise errors.ConfigError(f"config.{key}={value!r}: expected a positive number")
+
+
+def _check_integer(key: str, value: Any, *, low: int, high: int | None = None,
+                   what: str) -> None:
+  """``low <= value < high`` and an int (a bool is refused)."""
+  if (isinstance(value, bool) or not isinstance(value, int) or value < low
+      or (high is not None and value >= high)):
+    raise errors.ConfigError(f"config.{key}={value!r}: expected {what}")
+
+
+def _leaves(node: Any, key: str) -> Iterator[tuple[str, Any]]:
+  """(name, value) of every leaf under ``node``; tuple items as ``key[i]``."""
+  if isinstance(node, (ml_collections.ConfigDict, dict)):
+    for k, v in node.items():
+      yield from _leaves(v, f"{key}.{k}")
+  elif isinstance(node, (tuple, list)):
+    for i, v in enumerate(node):
+      yield from _leaves(v, f"{key}[{i}]")
+  else:
+    yield key, node
+
+
+def _check_finite(config: ml_collections.ConfigDict) -> None:
+  """Every number in the config, nested blocks and tuples included, is finite."""
+  for key, value in _leaves(config, "config"):
+    if isinstance(value, numbers.Real) and not math.isfinite(value):
+      raise errors.ConfigError(f"{key}={value!r}: expected a finite number, "
+                               "not NaN or infinity")
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  """Raises ValueError naming the first bad key and what it allows."""
+  """Raises errors.ConfigError naming the first bad key and what it allows.
+
+  Everything that can be known before data, training or maps: the cheap
+  checks first (a bad flag fails without importing JAX), the image-size
+  minima of the model, data, methods and metrics last.
+  """
+  _check_finite(config)
   _check_choice("experiment", config.experiment, tuple(EXPERIMENTS))
   _check_choice("dataset", config.dataset, DATASETS)
   _check_choice("model", config.model, MODELS)
   _check_positive(config, ("image_size", "width", "num_classes"))
+  _check_integer("num_classes", config.num_classes, low=2,
+                 what="at least 2 classes (a softmax over one class learns nothing)")
+  for key in SEEDS:
+    _check_integer(key, _get(config, key), low=0, high=SEED_LIMIT,
+                   what="a non-negative integer seed below 2**63")
   _check_weights(config)
   if "train" in config:
-    subset = config.train.get("num_train")
-    if subset is not None and subset < config.train.batch_size:
-      raise ValueError(f"config.train.num_train={subset!r}: expected None (the whole "
-                       "training split) or at least config.train.batch_size examples")
-    _check_positive(config, tuple(f"train.{k}" for k in (
-        "batch_size", "steps", "learning_rate", "log_every", "eval_every",
-        "checkpoint_every", "keep_checkpoints")))
+    _check_train(config)
   if "preset" in config:
     _check_study(config)
-  if "study" in config:
-    from saliency_jax.experiments import study  # pylint: disable=g-import-not-at-top
-    for test in config.study.tests:
-      _check_choice("study.tests", test, study.TESTS)
   if "benchmark" in config:
-    _check_positive(config, ("num_images", "benchmark.repeats",
-                             "benchmark.matmul_size", "benchmark.in_channels"))
+    _check_benchmark(config)
   if config.dataset == "synthetic_cxr":
-    s = config.synthetic
-    _check_positive(config, ("synthetic.num_train", "synthetic.num_validation",
-                             "synthetic.num_test"))
-    if not 0.0 < s.prevalence < 1.0:
-      raise ValueError(f"config.synthetic.prevalence={s.prevalence!r}: "
-                       "expected a fraction strictly between 0 and 1")
-    if s.shortcut is not None and not 0.0 <= s.shortcut <= 1.0:
-      raise ValueError(f"config.synthetic.shortcut={s.shortcut!r}: expected "
-                       "None (off) or a probability in [0, 1]")
+    _check_synthetic(config)
   else:
     _check_real_data(config)
+  _check_image_size(config)
+
+
+def _check_benchmark(config: ml_collections.ConfigDict) -> None:
+  """The keys of ``config.benchmark`` that name or size what runs."""
+  from saliency_jax.saliency import PRESETS  # pylint: disable=g-import-not-at-top
+  _check_positive(config, ("num_images", "benchmark.repeats",
+                           "benchmark.matmul_size", "benchmark.in_channels"))
+  _check_choice("benchmark.preset", config.benchmark.preset,
+                tuple(sorted(PRESETS)) + (None,))
+  _check_hparams("benchmark.hparams", config.benchmark.hparams)
+
+
+def _check_synthetic(config: ml_collections.ConfigDict) -> None:
+  """The phantoms' keys, and training sizes against their training split."""
+  s = config.synthetic
+  _check_positive(config, ("synthetic.num_train", "synthetic.num_validation",
+                           "synthetic.num_test"))
+  if not 0.0 < s.prevalence < 1.0:
+    raise errors.ConfigError(f"config.synthetic.prevalence={s.prevalence!r}: "
+                             "expected a fraction strictly between 0 and 1")
+  if s.shortcut is not None and not 0.0 <= s.shortcut <= 1.0:
+    raise errors.ConfigError(f"config.synthetic.shortcut={s.shortcut!r}: expected "
+                             "None (off) or a probability in [0, 1]")
+  if "train" not in config:
+    return
+  t = config.train
+  if t.num_train is not None and t.num_train > s.num_train:
+    raise errors.ConfigError(f"config.train.num_train={t.num_train}: exceeds the "
+                             f"{s.num_train} training phantoms "
+                             "(config.synthetic.num_train)")
+  if t.batch_size > s.num_train:
+    raise errors.ConfigError(f"config.train.batch_size={t.batch_size}: exceeds the "
+                             f"{s.num_train} training phantoms "
+                             "(config.synthetic.num_train)")
+
+
+def _check_train(config: ml_collections.ConfigDict) -> None:
+  """The ``config.train`` block."""
+  t = config.train
+  subset = t.get("num_train")
+  if subset is not None and subset < t.batch_size:
+    raise errors.ConfigError(f"config.train.num_train={subset!r}: expected None (the "
+                             "whole training split) or at least config.train.batch_size "
+                             "examples")
+  _check_positive(config, tuple(f"train.{k}" for k in (
+      "batch_size", "steps", "learning_rate", "log_every", "eval_every",
+      "checkpoint_every", "keep_checkpoints")))
+  # train.make_optimizer would otherwise cut the warmup short, unsaid.
+  _check_integer("train.warmup_steps", t.warmup_steps, low=0, high=t.steps,
+                 what=f"a step count in [0, config.train.steps={t.steps})")
+  if t.weight_decay < 0:
+    raise errors.ConfigError(f"config.train.weight_decay={t.weight_decay!r}: "
+                             "expected a non-negative number")
+
+
+# ------------------------------------------------------------- image size ---
+
+class _Need(NamedTuple):
+  """What ``who`` needs of ``config.image_size``, why, and what else would do."""
+  pixels: int
+  who: str
+  why: str
+  instead: str
+
+
+def _check_image_size(config: ml_collections.ConfigDict) -> None:
+  """``config.image_size`` against every minimum of the run, all at once.
+
+  Below a model's minimum its GradCAM layer has no pixels and its logits
+  are NaN; below the others the data build, a method or a metric raises
+  after training. Imports the model registry and the metrics (JAX).
+  """
+  size = config.image_size
+  short = [need for need in _image_size_needs(config) if size < need.pixels]
+  if not short:
+    return
+  reasons = "; ".join(f"{n.who} needs at least {n.pixels} px ({n.why})" for n in short)
+  remedy = f"raise config.image_size to at least {max(n.pixels for n in short)}"
+  if len(short) == 1:
+    remedy += f" or {short[0].instead}"
+  raise errors.ConfigError(f"config.image_size={size} is too small: {reasons}; {remedy}")
+
+
+def _image_size_needs(config: ml_collections.ConfigDict) -> list[_Need]:
+  """The minima of the model(s), the dataset, the methods and the metrics."""
+  from saliency_jax import models  # pylint: disable=g-import-not-at-top
+  needs = [
+      _Need(models.MIN_IMAGE_SIZE[name], f"{name} ({key})",
+            "below it, its GradCAM layer has no pixels and its logits are NaN",
+            f"choose another {key}")
+      for key, name in (("config.model", config.model),
+                        ("config.other_model", config.get("other_model")))
+      if name in models.MIN_IMAGE_SIZE]
+  if config.dataset == "synthetic_cxr" and config.experiment != "benchmark":
+    needs.append(_Need(SYNTHETIC_MIN_IMAGE_SIZE, "synthetic_cxr (config.dataset)",
+                       "the smallest size phantoms are drawn at",
+                       "use another config.dataset"))
+  methods = config.get("methods", ())
+  if "occlusion" in methods:
+    window = _method_hparams(config, "occlusion")["window"]
+    pixels = max(window) if isinstance(window, (tuple, list)) else window
+    needs.append(_Need(pixels, "occlusion (in config.methods)",
+                       f"its window is {window!r} px", "set a smaller "
+                       f"{_hparams_key(config)}.occlusion.window"))
+  if "similarity" in config and config.experiment in COMPARING_EXPERIMENTS:
+    needs.extend(_similarity_needs(config.similarity, config.image_size))
+  return needs
+
+
+def _similarity_needs(names, size: int) -> list[_Need]:
+  """Each metric's own size rule, asked of the metric at ``size`` (shapes only)."""
+  from saliency_jax.metrics import similarity  # pylint: disable=g-import-not-at-top
+  needs = []
+  for name in names:
+    refusal = _refusal(similarity.SIMILARITY[name], size)
+    if refusal is not None:
+      pixels = _smallest_accepted(similarity.SIMILARITY[name], size)
+      needs.append(_Need(pixels, f"{name} (in config.similarity)", refusal,
+                         f"drop {name} from config.similarity"))
+  return needs
+
+
+def _refusal(metric: Callable[..., Any], size: int) -> str | None:
+  """``metric``'s own error for two ``size`` x ``size`` maps, or None.
+
+  Traced with ``jax.eval_shape``, nothing computed; a host-side metric
+  (``hog_spearman``) stops at its first NumPy call, past its checks.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  spec = jax.ShapeDtypeStruct((size, size), jax.numpy.float32)
+  try:
+    jax.eval_shape(metric, spec, spec)
+  except ValueError as e:
+    return str(e)
+  except jax.errors.TracerArrayConversionError:
+    pass
+  return None
+
+
+def _smallest_accepted(metric: Callable[..., Any], refused: int) -> int:
+  """The smallest size above ``refused`` that ``metric`` takes (doubling, bisection)."""
+  low, high = refused, 2 * refused
+  while _refusal(metric, high) is not None:
+    if high > _PROBE_LIMIT:  # a metric that refuses every size: a bug
+      raise RuntimeError(f"{metric.__name__} refuses maps of every size up to {high}")
+    low, high = high, 2 * high
+  while high - low > 1:
+    middle = (low + high) // 2
+    low, high = (low, middle) if _refusal(metric, middle) is None else (middle, high)
+  return high
+
+
+# ------------------------------------------------------- method settings ---
+
+def _hparams_key(config: ml_collections.ConfigDict) -> str:
+  """Where the methods' hyper-parameters live: ``hparams`` or ``benchmark.hparams``."""
+  return "config.benchmark.hparams" if "benchmark" in config else "config.hparams"
+
+
+def _method_hparams(config: ml_collections.ConfigDict, method: str) -> dict[str, Any]:
+  """``method``'s keywords as a run resolves them: defaults, preset, overrides."""
+  from saliency_jax.saliency import METHODS, presets  # pylint: disable=g-import-not-at-top
+  block = config.benchmark if "benchmark" in config else config
+  overrides = dict(block.get("hparams", {}).get(method, {}))
+  defaults = {k: p.default for k, p in _parameters(METHODS[method]).items()
+              if p.default is not inspect.Parameter.empty}
+  return {**defaults, **presets.hparams_for(block.get("preset"), method, **overrides)}
+
+
+def _parameters(method: Callable[..., Any]) -> dict[str, inspect.Parameter]:
+  resolve = getattr(method, "resolve", None)  # a lazily imported method
+  return dict(inspect.signature(resolve() if resolve else method).parameters)
+
+
+def _check_hparams(key: str, hparams: ml_collections.ConfigDict) -> None:
+  """Each ``<key>.<method>.<name>`` is a keyword that method takes."""
+  from saliency_jax.saliency import METHODS  # pylint: disable=g-import-not-at-top
+  for method in hparams:
+    _check_choice(key, method, tuple(sorted(METHODS)))
+    allowed = _keywords(METHODS[method])
+    for name in hparams[method]:
+      if allowed is not None and name not in allowed:
+        raise errors.ConfigError(f"config.{key}.{method}.{name}: {method} takes no "
+                                 f"keyword {name!r}; expected some of {sorted(allowed)}")
+
+
+def _keywords(method: Callable[..., Any]) -> set[str] | None:
+  """The hyper-parameters ``method`` takes (with those of its ``base``); None: any."""
+  parameters = _parameters(method)
+  names = {k for k, p in parameters.items() if p.kind == inspect.Parameter.KEYWORD_ONLY}
+  if any(p.kind == inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+    base = parameters.get("base")
+    if base is None or not callable(base.default):
+      return None
+    names |= _keywords(base.default) or set()
+  return names - set(_CALL_KEYWORDS) - {"base"}
 
 
 def _check_real_data(config: ml_collections.ConfigDict) -> None:
@@ -181,10 +478,12 @@ def _check_real_data(config: ml_collections.ConfigDict) -> None:
   _check_choice("real_data.classes", r.classes, ("opacity_vs_normal", "all"))
   manual.check_split_fractions(tuple(r.split_fractions))
   if r.split_dir is not None and not os.path.isdir(r.split_dir):
-    raise ValueError(f"config.real_data.split_dir={r.split_dir!r}: no such directory")
+    raise errors.ConfigError(f"config.real_data.split_dir={r.split_dir!r}: "
+                             "no such directory")
   if r.num_workers is not None and r.num_workers < 0:
-    raise ValueError(f"config.real_data.num_workers={r.num_workers}: expected None "
-                     "(all cores), 0 (no worker processes) or a positive count")
+    raise errors.ConfigError(f"config.real_data.num_workers={r.num_workers}: expected "
+                             "None (all cores), 0 (no worker processes) or a positive "
+                             "count")
 
 
 # As saliency_jax.models: kept here so that a flag error never waits for JAX.
@@ -207,18 +506,18 @@ def training_run_dir(path: str) -> str | None:
 
 def _check_weights_file(key: str, path: str, config: ml_collections.ConfigDict) -> None:
   if not os.path.isfile(path):
-    raise ValueError(f"config.{key}={path!r}: no such file")
+    raise errors.ConfigError(f"config.{key}={path!r}: no such file")
   lower = path.lower()
   if lower.endswith(KERAS_SUFFIXES):
     if config.model not in KERAS_MODELS:
-      raise ValueError(f"config.{key}={path!r}: Keras weights are read for "
-                       f"config.model in {KERAS_MODELS}, not {config.model!r}")
+      raise errors.ConfigError(f"config.{key}={path!r}: Keras weights are read for "
+                               f"config.model in {KERAS_MODELS}, not {config.model!r}")
     if config.width != 1.0:
-      raise ValueError(f"config.{key}={path!r}: Keras weights are the published "
-                       f"network; set config.width=1.0 (not {config.width})")
+      raise errors.ConfigError(f"config.{key}={path!r}: Keras weights are the published "
+                               f"network; set config.width=1.0 (not {config.width})")
   elif not lower.endswith(".npz"):
-    raise ValueError(f"config.{key}={path!r}: expected a Keras file (ending in "
-                     f"{', '.join(KERAS_SUFFIXES)}) or an .npz export")
+    raise errors.ConfigError(f"config.{key}={path!r}: expected a Keras file (ending in "
+                             f"{', '.join(KERAS_SUFFIXES)}) or an .npz export")
 
 
 def _check_weights(config: ml_collections.ConfigDict) -> None:
@@ -226,25 +525,30 @@ def _check_weights(config: ml_collections.ConfigDict) -> None:
   _check_choice("preprocessing", config.get("preprocessing", "auto"), PREPROCESSING)
   weights, init_from = config.get("model_weights"), config.get("init_from")
   if weights is not None and init_from is not None:
-    raise ValueError("config.model_weights and config.init_from are both set; "
-                     "model_weights evaluates the weights as they are, init_from "
-                     "trains from them: set one")
+    raise errors.ConfigError("config.model_weights and config.init_from are both set; "
+                             "model_weights evaluates the weights as they are, init_from "
+                             "trains from them: set one")
   if weights is not None:
     if config.get("trained_dir"):
-      raise ValueError("config.model_weights and config.trained_dir are both set; "
-                       "each gives the model to evaluate: set one")
+      raise errors.ConfigError("config.model_weights and config.trained_dir are both "
+                               "set; each gives the model to evaluate: set one")
     if os.path.isdir(weights):
-      raise ValueError(f"config.model_weights={weights!r} is a directory; for a "
-                       "training run's directory use config.trained_dir (evaluate "
-                       "it) or config.init_from (train from it)")
+      raise errors.ConfigError(f"config.model_weights={weights!r} is a directory; for a "
+                               "training run's directory use config.trained_dir "
+                               "(evaluate it) or config.init_from (train from it)")
     _check_weights_file("model_weights", weights, config)
   if init_from is not None:
     if os.path.isdir(init_from):
       if training_run_dir(init_from) is None:
-        raise ValueError(f"config.init_from={init_from!r}: no checkpoints/ there "
-                         "nor under models/trained/")
+        raise errors.ConfigError(f"config.init_from={init_from!r}: no checkpoints/ there "
+                                 "nor under models/trained/")
     else:
       _check_weights_file("init_from", init_from, config)
+  trained = config.get("trained_dir")
+  if trained and not os.path.isfile(os.path.join(trained, "summary.json")):
+    raise errors.ConfigError(f"config.trained_dir={trained!r}: no summary.json there; "
+                             "expected a finished training run (configs/train.py's "
+                             "--workdir, or an experiment's WORKDIR/models/trained)")
 
 
 def preprocessing_for(config: ml_collections.ConfigDict) -> str:
@@ -267,8 +571,8 @@ def preprocessing_for(config: ml_collections.ConfigDict) -> str:
         if found != "auto":
           return found
     return "none"
-  from saliency_jax.models import weights  # pylint: disable=g-import-not-at-top
-  return weights.expected_preprocessing(config.model, source)
+  from saliency_jax.models import files  # pylint: disable=g-import-not-at-top
+  return files.expected_preprocessing(config.model, source)
 
 
 def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -286,14 +590,17 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 def _check_study(config: ml_collections.ConfigDict) -> None:
   # Imported here: the method registry imports JAX, which the CLI's flag
   # errors should not wait for.
-  from saliency_jax.metrics import localization, similarity  # pylint: disable=g-import-not-at-top
-  from saliency_jax.saliency import METHODS, PRESETS, STRATEGIES  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from saliency_jax.metrics import localization, similarity
+  from saliency_jax.saliency import METHODS, PRESETS, STRATEGIES
+  # pylint: enable=g-import-not-at-top
   for key, names, allowed in (("methods", config.methods, METHODS),
                               ("similarity", config.similarity, similarity.SIMILARITY),
                               ("localization", config.localization,
                                localization.LOCALIZATION)):
     if not names:
-      raise ValueError(f"config.{key} is empty; expected some of {sorted(allowed)}")
+      raise errors.ConfigError(f"config.{key} is empty; expected some of "
+                               f"{sorted(allowed)}")
     for name in names:
       _check_choice(key, name, tuple(sorted(allowed)))
   _check_choice("preset", config.preset, tuple(sorted(PRESETS)) + (None,))
@@ -301,69 +608,18 @@ def _check_study(config: ml_collections.ConfigDict) -> None:
   if config.strategy is not None:
     _check_choice("strategy", config.strategy, STRATEGIES)
   if config.verdict_metric not in config.similarity:
-    raise ValueError(f"config.verdict_metric={config.verdict_metric!r} must be "
-                     f"one of config.similarity={tuple(config.similarity)}")
-  for method in config.hparams:
-    _check_choice("hparams", method, tuple(sorted(METHODS)))
+    raise errors.ConfigError(f"config.verdict_metric={config.verdict_metric!r} must be "
+                             f"one of config.similarity={tuple(config.similarity)}")
+  _check_hparams("hparams", config.hparams)
   _check_positive(config, ("num_images", "baseline_pairs", "bootstrap_resamples",
                            "report.example_images"))
   if config.num_images < 2:
-    raise ValueError(f"config.num_images={config.num_images}: the different-"
-                     "image baseline needs at least 2 images")
-  if "cascade" in config:
-    _check_choice("cascade.mode", config.cascade.mode, ("cascade", "independent"))
-    if config.cascade.num_blocks is not None and config.cascade.num_blocks < 1:
-      raise ValueError(f"config.cascade.num_blocks={config.cascade.num_blocks}: "
-                       "expected None (all blocks) or a positive count")
-  _check_agreement(config)
-  _check_localization(config)
-
-
-def _check_agreement(config: ml_collections.ConfigDict) -> None:
-  """Keys of the repeatability and reproducibility experiments."""
-  if "replicates" in config and (isinstance(config.replicates, bool) or not
-                                 isinstance(config.replicates, int)
-                                 or config.replicates < 2):
-    raise ValueError(f"config.replicates={config.replicates!r}: expected an "
-                     "integer >= 2 (a pair needs two replicates)")
-  if "other_model" in config:
-    _check_choice("other_model", config.other_model, MODELS)
-    _check_positive(config, ("other_width",))
-    if (config.other_model, config.other_width) == (config.model, config.width):
-      raise ValueError(f"config.other_model={config.other_model!r} at "
-                       f"config.other_width={config.other_width} is config.model "
-                       "itself; use configs/repeatability.py for replicates")
-    _check_choice("intra_replicate", config.intra_replicate, ("reuse", "train"))
-
-
-def _check_localization(config: ml_collections.ConfigDict) -> None:
-  """Keys of the localization and label-randomization experiments."""
-  if "controls" in config:
-    from saliency_jax.experiments.localization import CONTROLS  # pylint: disable=g-import-not-at-top
-    if not config.controls:
-      raise ValueError(f"config.controls is empty; expected some of {CONTROLS}")
-    for name in config.controls:
-      _check_choice("controls", name, CONTROLS)
-    both = sorted(set(config.controls) & set(config.methods))
-    if both:
-      raise ValueError(f"config.controls: {both} also in config.methods; "
-                       "list each map once")
-  if "primary_metric" in config and config.primary_metric not in config.localization:
-    raise ValueError(f"config.primary_metric={config.primary_metric!r} must be "
-                     f"one of config.localization={tuple(config.localization)}")
-  if "label_randomization" in config:
-    target = config.label_randomization.target_train_accuracy
-    if not 0.0 < target <= 1.0:
-      raise ValueError(f"config.label_randomization.target_train_accuracy="
-                       f"{target!r}: expected an accuracy in (0, 1]")
-    _check_positive(config, ("label_randomization.max_steps",))
-    subset = config.label_randomization.num_train
-    most = (config.synthetic.num_train if config.dataset == "synthetic_cxr"
-            else float("inf"))  # a real split's size is known once it is built
-    if subset is not None and not config.train.batch_size <= subset <= most:
-      raise ValueError(f"config.label_randomization.num_train={subset!r}: "
-                       "expected None, or a count between config.train.batch_size "
-                       "and the training split's size")
+    raise errors.ConfigError(f"config.num_images={config.num_images}: the different-"
+                             "image baseline needs at least 2 images")
+  examples = config.report.example_images
+  if examples > config.num_images:
+    raise errors.ConfigError(f"config.report.example_images={examples}: expected at "
+                             f"most config.num_images={config.num_images}")
 
 
 def load_file(path: str, preset: str | None = None) -> ml_collections.ConfigDict:
