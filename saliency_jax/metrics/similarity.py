@@ -2,8 +2,21 @@
 
 Used by the randomization tests (Adebayo et al., NeurIPS 2018) and by
 repeatability / reproducibility (Arun et al., Radiology: AI 2021). All but
-``hog_spearman`` are jittable and vmappable; a constant map makes a
-correlation undefined and it returns NaN (as SciPy does).
+``hog_spearman`` are jittable and vmappable.
+
+Undefined comparisons are NaN, never a score (the experiments exclude and
+count them). A map is *constant* when its max equals its min (exactly):
+
+- ``pearson``, ``spearman``, ``spearman_abs``, ``hog_spearman``: NaN when
+  either compared map (or feature vector) is constant, since its variance,
+  the correlation's denominator, is zero (SciPy returns NaN there too);
+- ``ssim``: NaN only when both maps are constant; SSIM of a constant map
+  against a varying one is defined (and small), as scikit-image computes it.
+
+The test is an explicit ``jnp.where`` on that predicate, not the 0 / 0 of the
+formula: float32 rounding of a constant map's mean would otherwise leave a
+tiny variance and a meaningless finite value (e.g. Pearson 1.0 of two equal
+constant maps).
 """
 
 from __future__ import annotations
@@ -38,6 +51,16 @@ def _check_pair(metric: str, a: Any, b: Any) -> None:
                                        b=np.shape(b)))
 
 
+def _constant(x: jax.Array) -> jax.Array:
+  """Whether every value of ``x`` is the same: max == min, exactly."""
+  return jnp.max(x) == jnp.min(x)
+
+
+def _undefined_if(predicate: jax.Array, value: jax.Array) -> jax.Array:
+  """``value``, or NaN where ``predicate`` holds (traceable, no branching)."""
+  return jnp.where(predicate, jnp.float32(jnp.nan), value)
+
+
 def _average_ranks(x: jax.Array) -> jax.Array:
   """Ranks 1..n of a flat array, ties sharing their mean rank (rankdata)."""
   n = x.size
@@ -53,9 +76,11 @@ def _average_ranks(x: jax.Array) -> jax.Array:
 
 
 def _pearson(x: jax.Array, y: jax.Array) -> jax.Array:
+  """Pearson r of two flat arrays; NaN if either is constant."""
+  undefined = _constant(x) | _constant(y)
   x, y = x - x.mean(), y - y.mean()
   r = jnp.sum(x * y) / jnp.sqrt(jnp.sum(x * x) * jnp.sum(y * y))
-  return jnp.clip(r, -1.0, 1.0)
+  return _undefined_if(undefined, jnp.clip(r, -1.0, 1.0))
 
 
 @jax.jit
@@ -65,6 +90,8 @@ def _pearson_maps(a: jax.Array, b: jax.Array) -> jax.Array:
 
 @jax.jit
 def _spearman(a: jax.Array, b: jax.Array) -> jax.Array:
+  # Ranks are constant exactly when the values are, so _pearson's test on the
+  # ranks is the test on the maps.
   return _pearson(_average_ranks(a.ravel()), _average_ranks(b.ravel()))
 
 
@@ -79,7 +106,8 @@ def pearson(a: jax.Array, b: jax.Array) -> jax.Array:
     r = \frac{\sum (a - \bar a)(b - \bar b)}
              {\sqrt{\sum (a - \bar a)^2 \sum (b - \bar b)^2}}
 
-  as ``scipy.stats.pearsonr``. NaN if either map is constant.
+  as ``scipy.stats.pearsonr``. Undefined, NaN, if either map is constant
+  (max == min): its variance, a factor of the denominator, is zero.
   """
   _check_pair("pearson", a, b)
   return _pearson_maps(*_as_maps(a, b))
@@ -92,8 +120,9 @@ def spearman(a: jax.Array, b: jax.Array) -> jax.Array:
     \rho = \mathrm{pearson}(\mathrm{rank}(a), \mathrm{rank}(b))
 
   with tied pixels sharing their average rank, as ``scipy.stats.spearmanr``.
-  Adebayo et al., "Sanity checks for saliency maps", NeurIPS 2018. NaN if
-  either map is constant.
+  Adebayo et al., "Sanity checks for saliency maps", NeurIPS 2018.
+  Undefined, NaN, if either map is constant (max == min): all its ranks are
+  equal and their variance is zero.
   """
   _check_pair("spearman", a, b)
   return _spearman(*_as_maps(a, b))
@@ -106,7 +135,9 @@ def spearman_abs(a: jax.Array, b: jax.Array) -> jax.Array:
     \rho_{abs} = \rho(|a|, |b|)
 
   Adebayo et al. (NeurIPS 2018) compare absolute-value maps, since a
-  method's sign flips are not a change in what it highlights.
+  method's sign flips are not a change in what it highlights. Undefined, NaN,
+  if either ``|a|`` or ``|b|`` is constant (max == min), which includes a
+  map of values :math:`\pm c` only.
   """
   _check_pair("spearman_abs", a, b)
   a, b = _as_maps(a, b)
@@ -155,7 +186,7 @@ def _ssim(a: jax.Array, b: jax.Array, data_range: jax.Array,
   c1, c2 = (_K1 * data_range) ** 2, (_K2 * data_range) ** 2
   s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / (
       (ux * ux + uy * uy + c1) * (vx + vy + c2))
-  return s.mean()
+  return _undefined_if(_constant(a) & _constant(b), s.mean())
 
 
 def ssim(a: jax.Array, b: jax.Array, data_range: float = 1.0,
@@ -174,6 +205,12 @@ def ssim(a: jax.Array, b: jax.Array, data_range: float = 1.0,
   sigma 1.5 truncated at 3.5 sigma (11 x 11) with population covariance:
   Wang et al. (IEEE TIP 2004), skimage's ``gaussian_weights=True,
   use_sample_covariance=False``.
+
+  Undefined, NaN, when both maps are constant (max == min): with no
+  structure on either side the index reduces to the
+  :math:`C_1, C_2` terms, which would call two all-zero maps identical
+  (SSIM 1). One constant map against a varying one is defined and kept
+  (equal to scikit-image's value).
   """
   _check_pair("ssim", a, b)
   if (isinstance(data_range, bool) or not isinstance(
@@ -206,6 +243,8 @@ def hog_spearman(a: Any, b: Any, *, orientations: int = 9,
   Adebayo et al. (NeurIPS 2018): ``skimage.feature.hog`` with 16 x 16-pixel
   cells; the other settings are skimage's defaults (9 orientations, 3 x 3
   cells per block, L2-Hys). Not jittable: call it on host arrays.
+  Undefined, NaN, if either HOG feature vector is constant (max == min),
+  e.g. for a constant map, whose gradients and so HOG are all zero.
   """
   _check_pair("hog_spearman", a, b)
   for arg, value in (("orientations", orientations),
@@ -222,6 +261,9 @@ def hog_spearman(a: Any, b: Any, *, orientations: int = 9,
         f"{pixels_per_cell}-pixel cells", shape=np.shape(a)))
   features = [_hog(np.asarray(x, np.float64), orientations, pixels_per_cell,
                    cells_per_block) for x in (a, b)]
+  if any(f.max() == f.min() for f in features):
+    # Explicit, rather than SciPy's NaN with a ConstantInputWarning.
+    return float("nan")
   return float(stats.spearmanr(*features).statistic)
 
 

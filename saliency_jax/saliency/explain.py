@@ -1,4 +1,6 @@
-"""``explain``: one saliency method over a batch of images, as one program."""
+"""``explain``: one saliency method over a batch of images, as one program;
+``explain_states``: the same over a stack of model states (cascade stages,
+seeds)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from saliency_jax import randomization
 from saliency_jax.saliency import batching
 from saliency_jax.saliency.explainee import Explainee, as_explainee
 
@@ -36,7 +39,9 @@ def explain(explainee: Any, images: jax.Array, targets: Any = None, *,
     explainee: an :class:`Explainee`, an NNX model or ``logits_fn(x) -> (K,)``.
     images: (N, H, W, C).
     targets: (N,) class indices; ``None``: the predicted classes (argmax of
-      the logits), as Arun et al. and Adebayo et al. explain.
+      the logits), as Arun et al. and Adebayo et al. explain. May be traced
+      (``explain`` inside ``jax.jit`` / ``jax.vmap``): shape and dtype are
+      checked always, the range [0, K) only when the values are known.
     method: a name in ``METHODS`` (or a method function).
     key: ``jax.random`` key, split over images; required by random methods.
     batch_size: model evaluations at once; ``None``: the backend default
@@ -79,6 +84,112 @@ def explain(explainee: Any, images: jax.Array, targets: Any = None, *,
               ("strategy", strategy)))
 
 
+def explain_states(explainee: Any, states: Any, images: jax.Array,
+                   targets: Any, *, method: str | Callable,
+                   key: jax.Array | None = None,
+                   batch_size: int | None = None, strategy: str | None = None,
+                   per_image: dict[str, Any] | None = None,
+                   **hparams: Any) -> jax.Array:
+  r"""Saliency maps of ``images`` under each of S stacked model states.
+
+  .. math::
+    M_{s,n} = \mathrm{method}(f_{\theta_s}, x_n, t_{s,n};\ k_n),
+    \qquad s = 1..S
+
+  i.e. ``explain(explainee.with_state(unstack(states, s)), images,
+  targets[s], ...)`` for every s, with :math:`k_n` from one ``key`` for every
+  state (the same noise at every stage, so that maps differ only by the
+  model, as the cascade compares them). ``'vectorized'`` vmaps ``explain``
+  over the state axis and ``'scan'`` maps it with ``lax.map``: either way all
+  S states run as one program, compiled once per (method, hyper-parameters,
+  shapes).
+  ``'vectorized'`` runs the S states side by side, so up to
+  S x ``batch_size`` evaluations at once; ``'scan'`` runs them in turn.
+  ``'dispatch'`` (the CPU default) issues jitted chunks from Python, which
+  cannot be traced as a vmap over states: there the states are explained one
+  by one from Python, every state reusing the same compiled chunk programs
+  (inside a caller's trace it runs as ``'scan'``).
+
+  Args:
+    explainee: an :class:`Explainee` or NNX model; its state gives the
+      structure and per-state shapes of ``states``.
+    states: the explainee's state pytree, every leaf stacked on a leading
+      axis S (e.g. ``randomization.stages``'s cascade stages).
+    images: (N, H, W, C).
+    targets: (N,) class indices shared by every state, (S, N) one row per
+      state, or ``None``: each state's own predicted classes.
+    method, key, batch_size, strategy, per_image, **hparams: as
+      :func:`explain`.
+
+  Returns:
+    Raw attributions (S, N, H, W, C) (XRAI: (S, N, H, W, 1)).
+  """
+  e = as_explainee(explainee)
+  if e.graphdef is None:
+    raise ValueError("explain_states: needs a model explainee (an NNX model "
+                     "or explainee.from_model); a plain logits_fn has no "
+                     "state to replace")
+  num_states = _check_states(e.state, states)
+  fn = _resolve(method)
+  strategy, batch_size = batching.resolve(strategy, batch_size)
+  if np.ndim(images) != 4:
+    raise ValueError(f"explain_states: images must be a batch (N, H, W, C), "
+                     f"got shape {np.shape(images)}")
+  images = jnp.asarray(images)
+  if targets is not None:
+    targets = _check_targets(e, images, targets, where="explain_states",
+                             states=num_states)
+    targets = jnp.broadcast_to(targets, (num_states, images.shape[0]))
+  if strategy == "dispatch" and not any(
+      isinstance(leaf, jax.core.Tracer)
+      for leaf in jax.tree.leaves((states, images, targets))):
+    return jnp.stack([
+        explain(e.with_state(randomization.unstack(states, s)), images,
+                None if targets is None else targets[s], method=fn, key=key,
+                batch_size=batch_size, strategy=strategy, per_image=per_image,
+                **hparams) for s in range(num_states)])
+  static, arrays = batching.split_hparams(hparams)
+  return _states_program(
+      e.with_state(None), states, images, targets, key, per_image or {},
+      arrays, method=fn, hparams=static, batch_size=batch_size,
+      strategy="scan" if strategy == "dispatch" else strategy)
+
+
+@functools.partial(jax.jit, static_argnames=("method", "hparams",
+                                             "batch_size", "strategy"))
+def _states_program(e, states, images, targets, key, per_image, arrays, *,
+                    method, hparams, batch_size, strategy):
+  """``explain`` vmapped (vectorized) or ``lax.map``-ped (scan) over states."""
+
+  def one(state_and_targets):
+    state, t = state_and_targets
+    return explain(e.with_state(state), images, t, method=method, key=key,
+                   batch_size=batch_size, strategy=strategy,
+                   per_image=per_image, **dict(hparams), **arrays)
+
+  if strategy == "vectorized":
+    return jax.vmap(one)((states, targets))
+  return jax.lax.map(one, (states, targets))
+
+
+def _check_states(state: Any, states: Any) -> int:
+  """S, after checking ``states`` is ``state``'s pytree stacked on axis 0."""
+  ours, theirs = jax.tree.leaves(state), jax.tree.leaves(states)
+  if jax.tree.structure(states) != jax.tree.structure(state):
+    raise ValueError("explain_states: states must be the explainee's state "
+                     f"pytree ({len(ours)} leaves) with every leaf stacked on "
+                     f"a leading axis S, got another pytree ({len(theirs)} "
+                     "leaves)")
+  sizes = sorted({jnp.shape(leaf)[0] if jnp.ndim(leaf) else 0
+                  for leaf in theirs})
+  if len(sizes) != 1 or sizes[0] < 1 or any(
+      jnp.shape(s) != (sizes[0],) + jnp.shape(l) for s, l in zip(theirs, ours)):
+    raise ValueError("explain_states: every leaf of states must be the "
+                     "explainee's leaf stacked on one leading axis S >= 1, "
+                     f"got leading sizes {sizes}")
+  return sizes[0]
+
+
 def _resolve(method: str | Callable) -> Callable:
   from saliency_jax.saliency import METHODS  # pylint: disable=g-import-not-at-top
   if isinstance(method, str):
@@ -103,20 +214,33 @@ def _explain_one(operands, sample, *, method, hparams, batch_size, strategy):
                 strategy=strategy, **dict(hparams), **arrays, **per_image)
 
 
-def _check_targets(e: Explainee, images: jax.Array, targets: Any) -> jax.Array:
+def _check_targets(e: Explainee, images: jax.Array, targets: Any, *,
+                   where: str = "explain",
+                   states: int | None = None) -> jax.Array:
+  """Integer class indices (N,) (or (S, N) for ``states`` = S) in [0, K).
+
+  Shape and dtype are checked always; the range only for concrete values: a
+  traced ``targets`` (inside ``jit`` / ``vmap``) has none to read.
+  """
   targets = jnp.asarray(targets)
   n = images.shape[0]
-  if targets.shape != (n,) or not jnp.issubdtype(targets.dtype, jnp.integer):
-    raise ValueError(f"explain: targets must be {n} integer class indices "
-                     f"(N,), got {targets.dtype} of shape {targets.shape}")
+  shapes = [(n,)] if states is None else [(n,), (states, n)]
+  if (targets.shape not in shapes
+      or not jnp.issubdtype(targets.dtype, jnp.integer)):
+    rows = "" if states is None else f" or one row per state ({states}, {n})"
+    raise ValueError(f"{where}: targets must be {n} integer class indices "
+                     f"(N,){rows}, got {targets.dtype} of shape "
+                     f"{targets.shape}")
+  if isinstance(targets, jax.core.Tracer) or not targets.size:
+    return targets
   leaves, treedef = jax.tree.flatten(e)
   k = _num_classes(treedef, tuple((jnp.shape(l), jnp.result_type(l))
                                   for l in leaves),
                    images.shape[1:], images.dtype)
-  if n and not (0 <= int(jnp.min(targets)) and int(jnp.max(targets)) < k):
-    raise ValueError(f"explain: targets must lie in [0, {k}) for a model "
-                     f"with {k} outputs, got min {int(jnp.min(targets))}, "
-                     f"max {int(jnp.max(targets))}")
+  low, high = int(jnp.min(targets)), int(jnp.max(targets))
+  if not (0 <= low and high < k):
+    raise ValueError(f"{where}: targets must lie in [0, {k}) for a model "
+                     f"with {k} outputs, got min {low}, max {high}")
   return targets
 
 

@@ -44,9 +44,58 @@ def test_correlations_match_scipy(seed, quantize):
   np.testing.assert_allclose(sim.spearman_abs(a, b), want, atol=1e-5)
 
 
-def test_spearman_of_a_constant_map_is_nan():
+# Both maps constant: (a value, b value). 0.1 is not exact in float32, so a
+# formula's 0 / 0 would leave rounding noise rather than NaN.
+CONSTANT_PAIRS = {"zeros": (0.0, 0.0), "ones": (1.0, 1.0),
+                  "equal": (0.1, 0.1), "different": (0.1, 0.7)}
+CORRELATIONS = ["spearman", "spearman_abs", "pearson"]
+HOG_SHAPE = (48, 64)
+
+
+@pytest.mark.parametrize("values", CONSTANT_PAIRS.values(),
+                         ids=CONSTANT_PAIRS.keys())
+@pytest.mark.parametrize("name", sorted(sim.SIMILARITY))
+def test_two_constant_maps_are_undefined(name, values):
+  shape = HOG_SHAPE if name == "hog_spearman" else SHAPE
+  a, b = (np.full(shape, v, np.float32) for v in values)
+  assert np.isnan(sim.SIMILARITY[name](a, b))
+
+
+@pytest.mark.parametrize("value", [0.0, 0.1, 1.0])
+@pytest.mark.parametrize("name", CORRELATIONS)
+def test_a_correlation_with_one_constant_map_is_nan(name, value):
   a, _ = _pair(0, False)
-  assert np.isnan(sim.spearman(a, np.zeros(SHAPE)))
+  constant = np.full(SHAPE, value, np.float32)
+  fn = sim.SIMILARITY[name]
+  assert np.isnan(fn(a, constant)) and np.isnan(fn(constant, a))
+
+
+def test_hog_spearman_with_one_constant_map_is_nan():
+  a = np.random.default_rng(0).random(HOG_SHAPE)
+  constant = np.full(HOG_SHAPE, 0.3)
+  assert np.isnan(sim.hog_spearman(a, constant))
+  assert np.isnan(sim.hog_spearman(constant, a))
+
+
+def test_spearman_abs_of_a_map_constant_in_magnitude_is_nan():
+  a, b = _pair(0, False)
+  signs = np.where(a > 0.5, np.float32(0.5), np.float32(-0.5))
+  assert np.isnan(sim.spearman_abs(signs, b))
+  assert not np.isnan(sim.spearman(signs, b))  # varying as a signed map
+
+
+@pytest.mark.parametrize("gaussian", [False, True])
+@pytest.mark.parametrize("value", [0.0, 0.1, 1.0])
+def test_ssim_of_one_constant_map_matches_skimage(gaussian, value):
+  a, _ = _pair(0, False)
+  constant = np.full(SHAPE, value, np.float32)
+  options = ({"gaussian_weights": True, "sigma": 1.5,
+              "use_sample_covariance": False} if gaussian else {})
+  for x, y in ((a, constant), (constant, a)):
+    want = skm.structural_similarity(x, y, data_range=1.0, **options)
+    got = sim.ssim(x, y, data_range=1.0, gaussian=gaussian)
+    assert np.isfinite(got)
+    np.testing.assert_allclose(got, want, atol=1e-5)
 
 
 @pytest.mark.parametrize("gaussian", [False, True])
@@ -97,3 +146,22 @@ def test_bad_inputs_raise_clear_errors():
   with pytest.raises(ValueError, match=r"hog_spearman: maps must be at least "
                      r"48 x 48"):
     sim.hog_spearman(a, b)
+
+
+@pytest.mark.parametrize("name", CORRELATIONS + ["ssim"])
+def test_vmap_gives_nan_only_for_the_undefined_pairs(name):
+  fn = sim.SIMILARITY[name]
+  pairs = [_pair(seed, seed % 2 == 1) for seed in range(3)]
+  zeros, tenths = np.zeros(SHAPE, np.float32), np.full(SHAPE, 0.1, np.float32)
+  varying = pairs[0][0]
+  cases = [pairs[0], (zeros, zeros), pairs[1], (tenths, varying),
+           (tenths, zeros), pairs[2], (varying, tenths)]
+  # Both constant: undefined for every metric; one constant: correlations.
+  undefined = [False, True, False, name != "ssim", True, False,
+               name != "ssim"]
+  a = np.stack([x for x, _ in cases])
+  b = np.stack([y for _, y in cases])
+  batched = np.asarray(jax.jit(jax.vmap(fn))(a, b))
+  np.testing.assert_array_equal(np.isnan(batched), undefined)
+  looped = np.array([float(fn(x, y)) for x, y in cases])
+  np.testing.assert_allclose(batched, looped, rtol=1e-6, atol=1e-7)
