@@ -34,21 +34,16 @@ from flax import nnx
 
 from saliency_jax import config as config_lib
 from saliency_jax import data as data_lib
+from saliency_jax import errors
 from saliency_jax import io_utils
 from saliency_jax import models
+from saliency_jax import rng
 from saliency_jax.data import pipeline
 from saliency_jax.metrics import classification
 from saliency_jax.models import weights as weights_lib
 
-# Sub-keys of the config seed; fixed integers so adding a stream never
-# changes the others.
-_INIT, _DATA, _AUGMENT, _LABELS = range(4)
 SUMMARY = "summary.json"
 EXPORT = "weights.npz"  # the finished model, for other tools (models.save_npz)
-
-
-def stream_key(seed: int, stream: int) -> jax.Array:
-  return jax.random.fold_in(jax.random.key(seed), stream)
 
 
 def create_model(config: ml_collections.ConfigDict, in_channels: int) -> nnx.Module:
@@ -56,7 +51,7 @@ def create_model(config: ml_collections.ConfigDict, in_channels: int) -> nnx.Mod
   return models.create(config.model, num_classes=config.num_classes,
                        in_channels=in_channels, width=config.width,
                        preprocessing=config_lib.preprocessing_for(config),
-                       rngs=nnx.Rngs(params=stream_key(config.seed, _INIT)))
+                       rngs=nnx.Rngs(params=rng.key(config.seed, rng.INIT)))
 
 
 def weights_model(config: ml_collections.ConfigDict, in_channels: int) -> nnx.Module:
@@ -71,14 +66,15 @@ def weights_model(config: ml_collections.ConfigDict, in_channels: int) -> nnx.Mo
                         width=config.width,
                         preprocessing=config_lib.preprocessing_for(config))
   except weights_lib.NoClassifierError:
-    raise ValueError(f"config.model_weights={path!r} has no classifier (saved "
-                     "without its top); to train one on it use "
-                     f"--config.init_from={path}") from None
+    raise errors.WeightsError(f"config.model_weights={path!r} has no classifier "
+                              "(saved without its top); to train one on it use "
+                              f"--config.init_from={path}") from None
   if model.predictions.out_features != config.num_classes:
-    raise ValueError(f"config.model_weights={path!r}: its classifier has "
-                     f"{model.predictions.out_features} classes, config."
-                     f"num_classes={config.num_classes}; to train a new one on "
-                     f"these weights use --config.init_from={path}")
+    raise errors.WeightsError(
+        f"config.model_weights={path!r}: its classifier has "
+        f"{model.predictions.out_features} classes, config.num_classes="
+        f"{config.num_classes}; to train a new one on these weights use "
+        f"--config.init_from={path}")
   return model
 
 
@@ -88,12 +84,13 @@ def checkpoint_values(directory: str) -> dict[str, np.ndarray]:
   (``weights.flat_values``' names)."""
   run = config_lib.training_run_dir(directory)
   if run is None:
-    raise FileNotFoundError(f"{directory}: no checkpoints/ there nor under "
-                            "models/trained/")
+    raise errors.ConfigError(f"config.init_from={directory!r}: no checkpoints/ "
+                             "there nor under models/trained/")
   manager = ocp.CheckpointManager(os.path.join(os.path.abspath(run), "checkpoints"))
   step = manager.latest_step()
   if step is None:
-    raise FileNotFoundError(f"{run}/checkpoints: no finished checkpoint")
+    raise errors.ConfigError(f"config.init_from={directory!r}: {run}/checkpoints "
+                             "holds no finished checkpoint")
   # No target: the arrays as saved, whatever model they belong to.
   saved = manager.restore(step)
   manager.close()
@@ -120,7 +117,7 @@ def initial_model(config: ml_collections.ConfigDict, in_channels: int) -> nnx.Mo
   return models.load(config.model, source, num_classes=config.num_classes,
                      in_channels=in_channels, width=config.width,
                      preprocessing=config_lib.preprocessing_for(config),
-                     seed=stream_key(config.seed, _INIT))
+                     seed=rng.key(config.seed, rng.INIT))
 
 
 def permute_labels(key: jax.Array, labels: jax.Array) -> jax.Array:
@@ -130,7 +127,7 @@ def permute_labels(key: jax.Array, labels: jax.Array) -> jax.Array:
 
 def randomized_labels(config: ml_collections.ConfigDict, labels: jax.Array) -> jax.Array:
   """The permuted training labels a ``randomize_labels`` run of ``config`` trains on."""
-  return permute_labels(stream_key(config.seed, _LABELS), labels)
+  return permute_labels(rng.key(config.seed, rng.LABELS), labels)
 
 
 def training_split(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -212,7 +209,22 @@ def evaluate(programs, state, split: dict[str, Any], batch_size: int,
              labels=None) -> dict[str, float]:
   probs = predict_split(programs, state, split["image_device"], batch_size)
   labels = split["label"] if labels is None else labels
-  return classification.binary_report(probs[:, 1], np.asarray(labels))
+  report = classification.binary_report(probs[:, 1], np.asarray(labels))
+  # Images whose outputs are not finite (a diverged or damaged model).
+  report["nonfinite"] = int((~np.isfinite(probs)).any(axis=1).sum())
+  return report
+
+
+def check_finite(what: str, metrics: dict[str, Any]) -> None:
+  """Raises NonFiniteError when a split's outputs or metrics are not finite."""
+  bad = [k for k, v in metrics.items()
+         if isinstance(v, float) and not np.isfinite(v)]
+  if metrics.get("nonfinite") or bad:
+    raise errors.NonFiniteError(
+        f"{what}: the model's outputs are not finite on {metrics.get('nonfinite', 0)} "
+        f"images ({', '.join(bad) or 'metrics finite'} not finite): it diverged; "
+        "nothing computed from it would mean anything (lower "
+        "config.train.learning_rate, check the data)")
 
 
 def _checkpoint_manager(workdir: str, config) -> ocp.CheckpointManager:
@@ -285,8 +297,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   io_utils.write_text(metrics_path, "".join(
       io_utils.json_line(r) for r in records))
 
-  data_key = stream_key(config.seed, _DATA)
-  aug_key = stream_key(config.seed, _AUGMENT)
+  data_key = rng.key(config.seed, rng.DATA)
+  aug_key = rng.key(config.seed, rng.AUGMENT)
   t0, window = time.time(), None
   for step in range(start + 1, t.steps + 1):
     state, stats = programs.train_step(state, splits["train"]["image_device"],
@@ -296,6 +308,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       n = t.log_every if step % t.log_every == 0 else step % t.log_every
       record = _log_progress(step, t.steps, np.asarray(window) / n, t0, start)
       window = None
+      if not np.isfinite(record["train_loss"]):
+        raise errors.NonFiniteError(
+            f"training {config.model} in {workdir}: the training loss is not finite "
+            f"at step {step} (config.train.learning_rate={t.learning_rate}): it "
+            "diverged; lower the learning rate or check the data")
       if step % t.eval_every == 0 or step == t.steps:
         val = evaluate(programs, state, splits["validation"], t.batch_size)
         record.update({f"val_{k}": v for k, v in val.items()})
@@ -322,6 +339,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       "validation": evaluate(programs, state, splits["validation"], t.batch_size),
       "test": evaluate(programs, state, splits["test"], t.batch_size),
   }
+  # Before the summary: with it, the model would count as trained.
+  check_finite(f"training {config.model} in {workdir} (validation split)",
+               summary["validation"])
   io_utils.write_json(os.path.join(workdir, SUMMARY), summary)
   logging.info("test %s", _fmt(summary["test"]))
   return summary
@@ -355,6 +375,11 @@ def evaluate_weights(config: ml_collections.ConfigDict, workdir: str) -> dict[st
                 for name, split in splits.items()}}
   io_utils.write_json(os.path.join(workdir, SUMMARY), summary)
   logging.info("%s: test %s", config.model_weights, _fmt(summary["test"]))
+  if summary["validation"]["nonfinite"]:
+    # Evaluated as given: the experiments count the non-finite maps and
+    # judge such a model INVALID rather than refuse to look at it.
+    logging.warning("%s: outputs of %d validation images are not finite",
+                    config.model_weights, summary["validation"]["nonfinite"])
   return summary
 
 

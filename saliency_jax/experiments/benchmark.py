@@ -45,6 +45,7 @@ import numpy as np
 from flax import nnx
 
 from saliency_jax import config as config_lib
+from saliency_jax import errors
 from saliency_jax import io_utils, models, saliency
 from saliency_jax.report import figures
 from saliency_jax.saliency import batching
@@ -282,29 +283,34 @@ def plot(results: dict[str, Any], path: str) -> None:
 # --- setup -----------------------------------------------------------------
 
 
+def validate(config: ml_collections.ConfigDict) -> None:
+  """The benchmark block, before anything is written."""
+  _check(config)
+
+
 def _check(config: ml_collections.ConfigDict) -> dict[str, dict[str, Any]]:
   """Validates the benchmark block; returns ``{method: hparams}`` in order."""
   b = config.benchmark
   for name in config.methods:
     if name not in saliency.METHODS:
-      raise ValueError(f"config.methods: unknown method {name!r}; expected "
-                       f"names from {sorted(saliency.METHODS)}")
+      raise errors.ConfigError(f"config.methods: unknown method {name!r}; "
+                               f"expected names from {sorted(saliency.METHODS)}")
   for name in b.hparams:
     if name not in config.methods:
-      raise ValueError(f"config.benchmark.hparams.{name}: {name!r} is not in "
-                       f"config.methods {tuple(config.methods)}")
+      raise errors.ConfigError(f"config.benchmark.hparams.{name}: {name!r} is not "
+                               f"in config.methods {tuple(config.methods)}")
   for strategy in b.strategies:
     if strategy not in batching.STRATEGIES:
-      raise ValueError(f"config.benchmark.strategies: {strategy!r} is not one "
-                       f"of {batching.STRATEGIES}")
+      raise errors.ConfigError(f"config.benchmark.strategies: {strategy!r} is not "
+                               f"one of {batching.STRATEGIES}")
   for size in b.batch_sizes:
     if size is not None and (isinstance(size, bool) or
                              not isinstance(size, int) or size < 1):
-      raise ValueError(f"config.benchmark.batch_sizes: {size!r} is not a "
-                       "positive int or None")
+      raise errors.ConfigError(f"config.benchmark.batch_sizes: {size!r} is not a "
+                               "positive int or None")
   if not b.strategies or not b.batch_sizes or not config.methods:
-    raise ValueError("config.methods, config.benchmark.strategies and "
-                     "config.benchmark.batch_sizes must not be empty")
+    raise errors.ConfigError("config.methods, config.benchmark.strategies and "
+                             "config.benchmark.batch_sizes must not be empty")
   given = b.hparams.to_dict()
   return {name: saliency.hparams_for(b.preset, name, **given.get(name, {}))
           for name in config.methods}

@@ -1,20 +1,18 @@
-"""What every experiment shares: trained models, evaluation images, maps, scores, results.
+"""What the experiments share: trained models, evaluation images, maps, scores.
 
-Results are long-format rows (DESIGN.md): ``experiment, dataset, model, seed,
-stage, method, image_id, metric, value``. Each finished unit of work (a
-method, a model) is written atomically as one part file under
-``workdir/parts/``; a rerun skips the parts that exist, and ``results.csv``
-is assembled from them.
+The loop over methods and model states, the parts and ``results.csv`` live
+in :mod:`saliency_jax.experiments.runner` and :mod:`saliency_jax.results`.
 """
 
 from __future__ import annotations
 
 import csv
 import functools
+import hashlib
 import io
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -26,29 +24,20 @@ from flax import nnx
 
 from saliency_jax import config as config_lib
 from saliency_jax import data as data_lib
+from saliency_jax import errors
 from saliency_jax import io_utils
+from saliency_jax import rng
 from saliency_jax import saliency
 from saliency_jax import train
+from saliency_jax import workdir as workdir_lib
 from saliency_jax.metrics import localization
 from saliency_jax.metrics import similarity
-from saliency_jax.metrics import stats
 from saliency_jax.saliency import postprocess
 from saliency_jax.saliency import presets
 from saliency_jax.saliency import xrai as xrai_lib
 
-FIELDS = ("experiment", "dataset", "model", "seed", "stage", "method",
-          "image_id", "metric", "value")
 # Similarity metrics computed on the host (not jittable).
 _HOST_SIMILARITY = ("hog_spearman",)
-# Sub-keys of the config seed used by experiments (train.py uses 0-3).
-SALIENCY_KEY, FRESH_KEY, SUBSET_KEY, STATS_KEY = 10, 11, 12, 13
-
-
-def seed_for(config: ml_collections.ConfigDict, stream: int) -> int:
-  """An integer seed for NumPy-side randomness, derived from the config seed."""
-  return int(np.random.SeedSequence([config.seed, stream]).generate_state(1)[0])
-
-
 # ----------------------------------------------------------------- models ---
 
 def trained_model(config: ml_collections.ConfigDict, workdir: str, *,
@@ -78,12 +67,26 @@ def trained_model(config: ml_collections.ConfigDict, workdir: str, *,
   summary_path = os.path.join(directory, train.SUMMARY)
   if not os.path.exists(summary_path):
     if config.get("trained_dir") and tag == "trained":
-      raise FileNotFoundError(f"config.trained_dir={directory!r}: no "
-                              f"{train.SUMMARY} there (train it first)")
+      raise errors.ConfigError(f"config.trained_dir={directory!r}: no "
+                               f"{train.SUMMARY} there (train it first)")
     logging.info("training %s (%s) into %s", tag, config.model, directory)
     train.train_and_evaluate(config, directory)
   summary = io_utils.read_json(summary_path)
-  return train.restore_model(config, directory, in_channels), summary
+  model = train.restore_model(config, directory, in_channels)
+  # What this workdir's results will be computed from: a model retrained or
+  # replaced between a kill and the rerun is refused, not mixed in.
+  workdir_lib.record_inputs(workdir, {f"model/{tag}": model_fingerprint(model, summary)})
+  return model, summary
+
+
+def model_fingerprint(model: nnx.Module, training: dict[str, Any]) -> dict[str, Any]:
+  """Training steps and the SHA-256 of every variable (sorted by path)."""
+  digest = hashlib.sha256()
+  for path, value in sorted(nnx.to_flat_state(nnx.state(model)), key=lambda kv: str(kv[0])):
+    digest.update(str(path).encode())
+    digest.update(np.ascontiguousarray(np.asarray(value.get_value())).tobytes())
+  return {"model": training.get("model"), "steps": training.get("steps"),
+          "params_sha256": digest.hexdigest()}
 
 
 # ----------------------------------------------------------------- images ---
@@ -98,17 +101,25 @@ def evaluation_images(config: ml_collections.ConfigDict, split: str = "test", *,
   """
   data = data_lib.load(config, split)
   positive = np.flatnonzero((data["label"] == 1) & data["mask"].any(axis=(1, 2)))
-  if positive.size == 0:
-    raise ValueError(f"config.dataset={config.dataset!r}: split {split!r} has "
-                     "no positive image with a box or mask")
+  if positive.size < 2:
+    # Before any model is trained: the different-image baseline needs two.
+    raise errors.ConfigError(
+        f"config.dataset={config.dataset!r}: split {split!r} has {positive.size} "
+        "positive image(s) with a box or mask; the experiments need at least 2 "
+        "(the different-image baseline compares two images' maps)")
   count = min(config.num_images, positive.size)
   if count < config.num_images:
     logging.warning("config.num_images=%d but split %s has only %d positives; "
                     "using %d", config.num_images, split, positive.size, count)
-  rng = np.random.default_rng(seed_for(config, SUBSET_KEY))
-  chosen = np.sort(rng.choice(positive, size=count, replace=False))
+  generator = np.random.default_rng(rng.integer_seed(config.seed, rng.SUBSET))
+  chosen = np.sort(generator.choice(positive, size=count, replace=False))
   images = {k: v[chosen] for k, v in data.items()}
   if workdir is not None:
+    digest = hashlib.sha256()
+    for name in ("id", "image", "mask", "label"):
+      digest.update(np.ascontiguousarray(images[name]).tobytes())
+    workdir_lib.record_inputs(workdir, {"dataset": {
+        "build": data_lib.build_name(config), "evaluated_images_sha256": digest.hexdigest()}})
     write_image_table(workdir, images)
   return images
 
@@ -161,21 +172,9 @@ def segments_for(method: str, images: np.ndarray) -> dict[str, np.ndarray]:
   return {"segments": padded}
 
 
-def saliency_maps(explainee: saliency.Explainee, images: jax.Array,
-                  targets: jax.Array, method: str,
-                  config: ml_collections.ConfigDict, *, key: jax.Array,
-                  per_image: dict[str, Any] | None = None) -> jax.Array:
-  """Post-processed maps (N, H, W) as Arun et al.: |.|, channel sum, 99th
-  percentile clip, [0, 1]."""
-  raw = saliency.explain(
-      explainee, images, targets, method=method, key=key,
-      batch_size=config.get("batch_size"), strategy=config.get("strategy"),
-      per_image=per_image, **method_hparams(config, method))
-  return _postprocess_batch(raw)
-
-
 @jax.jit
-def _postprocess_batch(raw: jax.Array) -> jax.Array:
+def postprocess_batch(raw: jax.Array) -> jax.Array:
+  """Maps (N, H, W) as Arun et al.: |.|, channel sum, 99th percentile clip, [0, 1]."""
   return jax.vmap(postprocess.postprocess)(raw)
 
 
@@ -218,84 +217,6 @@ def similarity_scores(a: jax.Array, b: jax.Array,
       out[name] = np.asarray(flat, np.float64).reshape(a_np.shape[:-2])
       continue
     out[name] = np.asarray(_batched_similarity(name, a.ndim)(a, b))
-  return out
-
-
-def different_image_similarity(maps: jax.Array, names: Sequence[str], *,
-                               pairs_per_image: int, seed: int) -> dict[str, np.ndarray]:
-  """Similarity of maps of two different images (the test's baseline), per pair."""
-  i, j = stats.different_image_pairs(maps.shape[0], pairs_per_image, seed=seed)
-  return similarity_scores(maps[i], maps[j], names)
-
-
-# ---------------------------------------------------------------- results ---
-
-def rows(config: ml_collections.ConfigDict, *, experiment: str, stage: int,
-         method: str, image_ids: Iterable[str], scores: dict[str, np.ndarray],
-         model: str | None = None) -> list[dict[str, Any]]:
-  """Long-format rows, one per (image, metric) of ``scores`` (each (N,))."""
-  image_ids = list(image_ids)
-  out = []
-  for metric, values in scores.items():
-    values = np.asarray(values, np.float64).reshape(-1)
-    if values.size != len(image_ids):
-      raise ValueError(f"{metric}: {values.size} values for {len(image_ids)} images")
-    for image_id, value in zip(image_ids, values):
-      out.append(dict(experiment=experiment, dataset=config.dataset,
-                      model=model or config.model, seed=config.seed,
-                      stage=int(stage), method=method, image_id=image_id,
-                      metric=metric, value=float(value)))
-  return out
-
-
-def part_path(workdir: str, name: str) -> str:
-  return os.path.join(workdir, "parts", f"{name}.csv")
-
-
-def has_part(workdir: str, name: str) -> bool:
-  return os.path.exists(part_path(workdir, name))
-
-
-def write_part(workdir: str, name: str, part_rows: list[dict[str, Any]]) -> None:
-  io_utils.write_text(part_path(workdir, name), _csv_text(part_rows))
-
-
-def read_rows(path: str) -> list[dict[str, Any]]:
-  with open(path, newline="") as f:
-    return [dict(r, stage=int(r["stage"]), seed=int(r["seed"]),
-                 value=float(r["value"])) for r in csv.DictReader(f)]
-
-
-def write_results(workdir: str, part_names: Sequence[str]) -> list[dict[str, Any]]:
-  """``results.csv`` from the named parts, in order; returns all rows."""
-  all_rows = [r for name in part_names for r in read_rows(part_path(workdir, name))]
-  io_utils.write_text(os.path.join(workdir, "results.csv"), _csv_text(all_rows))
-  return all_rows
-
-
-def _csv_text(part_rows: list[dict[str, Any]]) -> str:
-  buffer = io.StringIO()
-  writer = csv.DictWriter(buffer, fieldnames=FIELDS, lineterminator="\n")
-  writer.writeheader()
-  writer.writerows(part_rows)
-  return buffer.getvalue()
-
-
-def aggregate(all_rows: list[dict[str, Any]], *, seed: int,
-              num_resamples: int = 1000) -> list[dict[str, Any]]:
-  """Mean and 95% bootstrap interval per (experiment, model, stage, method, metric)."""
-  groups: dict[tuple, list[float]] = {}
-  for r in all_rows:
-    key = (r["experiment"], r["model"], r["stage"], r["method"], r["metric"])
-    groups.setdefault(key, []).append(r["value"])
-  out = []
-  for (experiment, model, stage, method, metric), values in sorted(groups.items()):
-    mean, low, high = stats.bootstrap_ci(np.asarray(values), seed=seed,
-                                         num_resamples=num_resamples)
-    out.append(dict(experiment=experiment, model=model, stage=stage,
-                    method=method, metric=metric, mean=mean, low=low, high=high,
-                    n=len(values) - stats.count_excluded(values),
-                    excluded=stats.count_excluded(values)))
   return out
 
 

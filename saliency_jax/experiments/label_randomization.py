@@ -34,7 +34,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -42,11 +41,15 @@ from absl import logging
 from flax import nnx
 
 from saliency_jax import config as config_lib
-from saliency_jax import data as data_lib
+from saliency_jax import errors
 from saliency_jax import io_utils
+from saliency_jax import results
+from saliency_jax import rng
 from saliency_jax import saliency
 from saliency_jax import train
+from saliency_jax import workdir as workdir_lib
 from saliency_jax.experiments import common
+from saliency_jax.experiments import runner
 from saliency_jax.metrics import stats
 from saliency_jax.report import label_randomization_report
 
@@ -56,50 +59,48 @@ MEMORIZATION = "memorization.json"
 ALPHA = 0.05
 
 
+def validate(config: ml_collections.ConfigDict) -> None:
+  """The keys only this experiment has (``config.label_randomization``)."""
+  settings = config.label_randomization
+  if not 0.0 < settings.target_train_accuracy <= 1.0:
+    raise errors.ConfigError(
+        f"config.label_randomization.target_train_accuracy="
+        f"{settings.target_train_accuracy!r}: expected an accuracy in (0, 1]")
+  if settings.max_steps <= 0:
+    raise errors.ConfigError(f"config.label_randomization.max_steps="
+                             f"{settings.max_steps!r}: expected a positive number")
+  most = (config.synthetic.num_train if config.dataset == "synthetic_cxr"
+          else float("inf"))  # a real split's size is known once it is built
+  subset = settings.num_train
+  if subset is not None and not config.train.batch_size <= subset <= most:
+    raise errors.ConfigError(
+        f"config.label_randomization.num_train={subset!r}: expected None, or a "
+        "count between config.train.batch_size and the training split's size")
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains both models, compares their maps for every method; see module doc."""
   images_np = common.evaluation_images(config, workdir=workdir)
   in_channels = images_np["image"].shape[-1]
   trained, training = common.trained_model(config, workdir, in_channels=in_channels)
   randomized, memorization = memorize(config, workdir, in_channels=in_channels)
-  explainees = [saliency.from_model(trained), saliency.from_model(randomized)]
-  images = jnp.asarray(images_np["image"])
-  masks = jnp.asarray(images_np["mask"])
-  ids = [str(i) for i in images_np["id"]]
-  targets = [jnp.asarray(images_np["label"]) if config.targets == "true"
-             else common.predicted_classes(e, images) for e in explainees]
-  key = jax.random.fold_in(jax.random.key(config.seed), common.SALIENCY_KEY)
-  progress = common.Progress(EXPERIMENT, 2 * len(config.methods) * len(ids))
-  maps_dir = os.path.join(workdir, "maps")
-  examples: dict[str, np.ndarray] = {}
-  for m, method in enumerate(config.methods):
-    path = os.path.join(maps_dir, f"{method}.npy")
-    if common.has_part(workdir, f"{EXPERIMENT}-{method}"):
-      progress.update(2 * len(ids), f"{method} done earlier, skipped")
-      examples[method] = np.load(path)
-      continue
-    per_image = common.segments_for(method, images_np["image"])
-    maps = []
-    for explainee, target, name in zip(explainees, targets, ("trained", TAG)):
-      # The same key for both models: differences come from the models alone.
-      maps.append(common.saliency_maps(explainee, images, target, method, config,
-                                       key=jax.random.fold_in(key, m),
-                                       per_image=per_image))
-      progress.update(len(ids), f"{method} {name}")
-    maps = jnp.stack(maps)  # (2, N, H, W)
-    part = _score_method(config, method, maps, masks, ids)
-    examples[method] = np.asarray(maps[:, :config.report.example_images])
-    os.makedirs(maps_dir, exist_ok=True)
-    np.save(path, examples[method])
-    common.write_part(workdir, f"{EXPERIMENT}-{method}", part)
-
-  all_rows = common.write_results(
-      workdir, [f"{EXPERIMENT}-{method}" for method in config.methods])
-  explained = {name: np.bincount(np.asarray(t), minlength=config.num_classes).tolist()
-               for name, t in zip(("trained", TAG), targets)}
-  summary = _summarize(config, all_rows, training, memorization, explained, ids)
+  workdir_lib.record_inputs(workdir, {f"model/{TAG}": common.model_fingerprint(
+      randomized, memorization["training"])})
+  states = [runner.ModelState(name=name, explainee=saliency.from_model(model),
+                              model=config.model, seed=config.seed, stage=stage)
+            for stage, (name, model) in enumerate((("trained", trained),
+                                                   (TAG, randomized)))]
+  # Each model explains its own predicted class, with the same noise key.
+  outcome = runner.run_methods(config, workdir, experiment=EXPERIMENT,
+                               images_np=images_np, states=states,
+                               comparisons=[runner.Comparison(1, 0)])
+  explained = {s.name: np.bincount(t, minlength=config.num_classes).tolist()
+               for s, t in zip(states, outcome.targets)}
+  summary = _summarize(config, workdir, outcome, training, memorization, explained,
+                       len(images_np["id"]))
   io_utils.write_json(os.path.join(workdir, "summary.json"), summary)
-  label_randomization_report.write(workdir, config, summary, examples, images_np)
+  label_randomization_report.write(workdir, config, summary, outcome.examples,
+                                   images_np)
   return summary
 
 
@@ -222,70 +223,37 @@ def _differences(config, randomized) -> list[str]:
   return out
 
 
-# ---------------------------------------------------------------- scoring ---
+# ---------------------------------------------------------------- summary ---
 
-def _score_method(config, method: str, maps: jax.Array, masks: jax.Array,
-                  ids: list[str]) -> list[dict[str, Any]]:
-  """Rows: localization of both models, their similarity, the baseline."""
-  part = []
-  located = common.localization_scores(maps, masks, config.localization)
-  for s in range(2):
-    part += common.rows(config, experiment=EXPERIMENT, stage=s, method=method,
-                        image_ids=ids, scores={k: v[s] for k, v in located.items()})
-  similar = common.similarity_scores(maps[1], maps[0], config.similarity)
-  part += common.rows(config, experiment=EXPERIMENT, stage=1, method=method,
-                      image_ids=ids, scores=similar)
-  # The cascade's baseline: maps of two different images of the trained
-  # model, averaged per first image to fit the long format.
-  pairs_per_image = min(config.baseline_pairs, len(ids) - 1)
-  baseline = common.different_image_similarity(
-      maps[0], config.similarity, pairs_per_image=config.baseline_pairs,
-      seed=common.seed_for(config, common.STATS_KEY))
-  part += common.rows(config, experiment=EXPERIMENT, stage=0, method=method,
-                      image_ids=ids, scores={
-                          f"{k}_different_images":
-                          v.reshape(len(ids), pairs_per_image).mean(axis=1)
-                          for k, v in baseline.items()})
-  return part
+def _summarize(config, workdir, outcome, training, memorization, explained,
+               num_images) -> dict[str, Any]:
+  seed = rng.integer_seed(config.seed, rng.STATS)
+  rows = outcome.rows
 
+  def scores(method, metric):
+    return (results.values(rows, method=method, metric=metric, stage=1),
+            results.values(rows, method=method, stage=0,
+                           metric=f"{metric}{runner.BASELINE_SUFFIX}"))
 
-def _values(all_rows, method: str, metric: str, stage: int) -> np.ndarray:
-  return np.asarray([r["value"] for r in all_rows if r["method"] == method
-                     and r["metric"] == metric and r["stage"] == stage])
-
-
-def _summarize(config, all_rows, training, memorization, explained, ids
-               ) -> dict[str, Any]:
-  seed = common.seed_for(config, common.STATS_KEY)
-  resamples = config.bootstrap_resamples
-  verdicts = {method: {metric: stats.randomization_verdict(
-      _values(all_rows, method, metric, 1),
-      _values(all_rows, method, f"{metric}_different_images", 0),
-      seed=seed, num_resamples=resamples) for metric in config.similarity}
-              for method in config.methods}
   return {
-      "experiment": EXPERIMENT,
-      "model": config.model, "width": config.width, "dataset": config.dataset,
-      "data": data_lib.provenance(config),
-      "image_size": config.image_size, "seed": config.seed,
-      "targets": config.targets, "num_images": len(ids),
-      "num_images_requested": config.num_images, "preset": config.preset,
-      "methods": list(config.methods), "similarity": list(config.similarity),
-      "localization": list(config.localization),
+      **runner.summary_header(config, EXPERIMENT, outcome, num_images, workdir),
       "stages": [{"stage": 0, "model": "trained"}, {"stage": 1, "model": TAG}],
       "training": training,
       "memorization": memorization,
       "explained_classes": explained,
       "verdict_metric": config.verdict_metric,
-      "verdicts": verdicts,
+      "verdicts": runner.verdicts(config, outcome, scores, expect="below",
+                                  rule="mean"),
       "localization_difference": {
           metric: localization_difference(
-              {m: _values(all_rows, m, metric, 0) for m in config.methods},
-              {m: _values(all_rows, m, metric, 1) for m in config.methods},
-              seed=seed, num_resamples=resamples)
+              {m: results.values(rows, method=m, metric=metric, stage=0)
+               for m in config.methods},
+              {m: results.values(rows, method=m, metric=metric, stage=1)
+               for m in config.methods},
+              seed=seed, num_resamples=config.bootstrap_resamples)
           for metric in config.localization},
       "alpha": ALPHA,
-      "aggregates": common.aggregate(all_rows, seed=seed, num_resamples=resamples),
+      "aggregates": runner.aggregates(config, rows),
   }
 
 

@@ -31,6 +31,8 @@ from typing import Any
 import ml_collections
 from absl import logging
 
+from saliency_jax import config as config_lib
+from saliency_jax import errors
 from saliency_jax import io_utils
 from saliency_jax import train
 from saliency_jax.experiments import common
@@ -44,6 +46,24 @@ TRAINING_KEYS = ("dataset", "image_size", "synthetic", "manual_dir", "real_data"
                  "train", "seed")
 
 
+def validate(config: ml_collections.ConfigDict) -> None:
+  """The keys only this experiment has (the other architecture, its replicate)."""
+  if config.other_model not in config_lib.MODELS:
+    raise errors.ConfigError(f"config.other_model={config.other_model!r} is not "
+                             f"allowed; expected one of {config_lib.MODELS}")
+  if not config.other_width > 0:
+    raise errors.ConfigError(f"config.other_width={config.other_width!r}: expected "
+                             "a positive number")
+  if (config.other_model, config.other_width) == (config.model, config.width):
+    raise errors.ConfigError(
+        f"config.other_model={config.other_model!r} at config.other_width="
+        f"{config.other_width} is config.model itself; use "
+        "configs/repeatability.py for replicates")
+  if config.intra_replicate not in ("reuse", "train"):
+    raise errors.ConfigError(f"config.intra_replicate={config.intra_replicate!r} is "
+                             "not allowed; expected 'reuse' or 'train'")
+
+
 def architecture_labels(config: ml_collections.ConfigDict) -> tuple[str, str]:
   """The ``model`` column of A and B: names, with widths when the names agree."""
   if config.model != config.other_model:
@@ -53,18 +73,18 @@ def architecture_labels(config: ml_collections.ConfigDict) -> tuple[str, str]:
 
 
 def check_same_training(config: ml_collections.ConfigDict, directory: str) -> None:
-  """Raises ValueError unless ``directory``'s run trains A as ``config`` does."""
+  """Raises ConfigError unless ``directory``'s run trains A as ``config`` does."""
   path = os.path.join(directory, "config.json")
   if not os.path.exists(path):
-    raise ValueError(f"config.replicates_dir={directory!r}: no config.json there "
-                     "(expected a repeatability workdir)")
+    raise errors.ConfigError(f"config.replicates_dir={directory!r}: no config.json "
+                             "there (expected a repeatability workdir)")
   theirs = io_utils.read_json(path)
   ours = config.to_dict()
   for key in TRAINING_KEYS:
     if _comparable(theirs.get(key)) != _comparable(ours.get(key)):
-      raise ValueError(f"config.replicates_dir={directory!r}: its run trained with "
-                       f"config.{key}={theirs.get(key)!r}, this one with "
-                       f"{ours.get(key)!r}")
+      raise errors.ConfigError(
+          f"config.replicates_dir={directory!r}: its run trained with "
+          f"config.{key}={theirs.get(key)!r}, this one with {ours.get(key)!r}")
 
 
 def _comparable(value: Any) -> Any:

@@ -18,6 +18,7 @@ import ml_collections
 from absl import logging
 
 from saliency_jax import config as config_lib
+from saliency_jax import errors
 from saliency_jax import io_utils
 
 TESTS = ("cascade", "label_randomization", "repeatability", "reproducibility",
@@ -31,12 +32,29 @@ _TITLES = {
 }
 
 
-def verdicts_of(test: str, summary: dict[str, Any]) -> dict[str, bool | None]:
-  """{method: passed} of one test's summary (None: not judged)."""
+def _module(test: str):
+  module, function = config_lib.EXPERIMENTS[test].split(":")
+  module = importlib.import_module(module)
+  return module, getattr(module, function)
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """``config.study.tests`` and every chosen test's own keys."""
+  for test in config.study.tests:
+    if test not in TESTS:
+      raise errors.ConfigError(f"config.study.tests={test!r} is not allowed; "
+                               f"expected some of {TESTS}")
+    module, _ = _module(test)
+    if hasattr(module, "validate"):
+      module.validate(config)
+
+
+def verdicts_of(test: str, summary: dict[str, Any]) -> dict[str, str | None]:
+  """{method: 'PASS' | 'FAIL' | 'INVALID'} of one test's summary (None: not judged)."""
   if test == "localization":
-    return {m: bool(v) for m, v in summary.get("better_than_controls", {}).items()}
+    return dict(summary.get("verdicts", {}))
   metric = summary.get("verdict_metric")
-  return {m: (bool(v[metric]["passed"]) if metric in v else None)
+  return {m: (v[metric]["verdict"] if metric in v else None)
           for m, v in summary.get("verdicts", {}).items()}
 
 
@@ -48,16 +66,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     sub.experiment = test
     sub.models_dir = config.models_dir or os.path.join(workdir, "models")
     del sub["study"]
-    config_lib.validate(sub)
     logging.info("study: running %s", test)
-    module, function = config_lib.EXPERIMENTS[test].split(":")
-    summary = getattr(importlib.import_module(module), function)(
-        sub, os.path.join(workdir, test))
+    summary = _module(test)[1](sub, os.path.join(workdir, test))
     results[test] = verdicts_of(test, summary)
   table = {m: {t: results[t].get(m) for t in config.study.tests}
            for m in config.methods}
   summary = {"experiment": "study", "tests": list(config.study.tests),
-             "passed": table}
+             "verdicts": table}
   io_utils.write_json(os.path.join(workdir, "summary.json"), summary)
   io_utils.write_text(os.path.join(workdir, "report.md"), _report(config, table))
   return summary
@@ -65,7 +80,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
 def _report(config, table: dict[str, dict[str, bool | None]]) -> str:
   tests = list(config.study.tests)
-  mark = {True: "PASS", False: "FAIL", None: "n/a"}
   lines = [
       f"# Saliency study: `{config.model}` on `{config.dataset}`", "",
       "Each column is one test of Arun et al. (Radiology: AI 2021); each "
@@ -76,6 +90,6 @@ def _report(config, table: dict[str, dict[str, bool | None]]) -> str:
       "|---|" + "---|" * len(tests),
   ]
   for method, row in table.items():
-    lines.append(f"| `{method}` | " + " | ".join(mark[row[t]] for t in tests) + " |")
+    lines.append(f"| `{method}` | " + " | ".join((row[t] or "n/a") for t in tests) + " |")
   return "\n".join(lines) + "\n"
 

@@ -180,53 +180,78 @@ def different_image_pairs(num_images: int, pairs_per_image: int = 50, *,
   return np.concatenate(first), np.concatenate(second)
 
 
-def randomization_verdict(similarity_to_original: Any,
-                          baseline_similarity: Any, *, seed: int,
-                          num_resamples: int = 1000,
-                          confidence: float = 0.95) -> dict[str, Any]:
-  r"""Does a method pass the model-randomization test?
+PASS, FAIL, INVALID = "PASS", "FAIL", "INVALID"
+EXPECT_ERROR = "baseline_verdict: expect must be 'below' or 'above', got {value!r}"
+RULE_ERROR = "baseline_verdict: rule must be 'mean' or 'ci', got {value!r}"
+
+
+def baseline_verdict(scores: Any, baseline: Any, *, expect: str, rule: str,
+                     seed: int, num_resamples: int = 1000, confidence: float = 0.95,
+                     invalid: str | None = None) -> dict[str, Any]:
+  r"""Do a method's similarities lie below (or above) the different-image baseline?
 
   .. math::
-    \text{passed} = \overline{\mathrm{sim}}(\text{original}, \text{randomized})
-                    < \overline{\mathrm{sim}}(\text{image } i, \text{image } j)
+    \text{mean rule: } \bar s \lessgtr \bar b, \qquad
+    \text{ci rule: } \mathrm{CI}_{high}(\bar s) < \bar b \ \text{or}\
+    \mathrm{CI}_{low}(\bar s) > \bar b
 
-  Arun et al. (Radiology: AI 2021): a method passes when its maps from the
-  fully randomized model are, on average, less similar to the original maps
-  than maps of two different images from the trained model are to each
-  other. The verdict compares means, as the paper did; ``passed_upper_ci``
-  is the stricter reading (the similarity's upper bootstrap bound below the
-  baseline mean), reported alongside. NaNs are dropped and counted.
+  with :math:`\bar s` the mean per-image similarity and :math:`\bar b` the
+  mean similarity between maps of two different images of the trained
+  model. ``expect='below'``: the randomization tests (Arun et al.,
+  Radiology: AI 2021: a method passes when its maps of the randomized model
+  are less similar to the original maps than maps of different images are;
+  the paper compared means, ``rule='mean'``). ``expect='above'``:
+  repeatability and reproducibility (two models' maps of one image agree
+  beyond chance; our operationalization takes the interval, ``rule='ci'``).
+  Both readings are returned (``passed_mean``, ``passed_ci``); ``passed``
+  is the chosen rule's. NaNs (undefined comparisons) are dropped and counted.
+
+  A verdict is only as good as its inputs: with ``invalid`` (why, e.g. the
+  method's maps were not finite) the verdict is INVALID and nothing passes.
 
   Args:
-    similarity_to_original: one similarity per image, (num_images,).
-    baseline_similarity: one similarity per different-image pair
-      (see :func:`different_image_pairs`).
+    scores: one similarity per image, (num_images,).
+    baseline: different-image similarities (per image or per pair).
+    expect: 'below' or 'above'.
+    rule: 'mean' or 'ci'.
     seed: integer seed; the two intervals use independent child streams.
     num_resamples: bootstrap resamples per interval.
     confidence: interval coverage.
+    invalid: the reason the inputs cannot be trusted, or None.
 
   Returns:
-    ``passed``, ``passed_upper_ci`` (bools), ``similarity`` and ``baseline``
-    (each ``(mean, low, high)``), ``num_excluded`` (NaNs dropped per input).
+    ``verdict`` ('PASS', 'FAIL' or 'INVALID'), ``passed``, ``passed_mean``,
+    ``passed_ci`` (bools, all False when INVALID), ``similarity`` and
+    ``baseline`` (each ``(mean, low, high)``), ``num_excluded`` (NaNs dropped
+    per input), ``invalid`` (the reason or None).
   """
-  similarity = _vector("randomization_verdict", "similarity_to_original",
-                       similarity_to_original)
-  baseline = _vector("randomization_verdict", "baseline_similarity",
-                     baseline_similarity)
-  _check_seed("randomization_verdict", seed)
+  if expect not in ("below", "above"):
+    raise ValueError(EXPECT_ERROR.format(value=expect))
+  if rule not in ("mean", "ci"):
+    raise ValueError(RULE_ERROR.format(value=rule))
+  scores = _vector("baseline_verdict", "scores", scores)
+  baseline = _vector("baseline_verdict", "baseline", baseline)
+  _check_seed("baseline_verdict", seed)
   seeds = np.random.SeedSequence(seed).generate_state(2)
-  similarity_ci = bootstrap_ci(similarity, seed=int(seeds[0]),
-                               num_resamples=num_resamples,
-                               confidence=confidence)
+  scores_ci = bootstrap_ci(scores, seed=int(seeds[0]), num_resamples=num_resamples,
+                           confidence=confidence)
   baseline_ci = bootstrap_ci(baseline, seed=int(seeds[1]),
-                             num_resamples=num_resamples,
-                             confidence=confidence)
+                             num_resamples=num_resamples, confidence=confidence)
+  reference = baseline_ci[0]
+  # NaN compares False: an unscorable method does not pass.
+  if expect == "below":
+    passed_mean, passed_ci = scores_ci[0] < reference, scores_ci[2] < reference
+  else:
+    passed_mean, passed_ci = scores_ci[0] > reference, scores_ci[1] > reference
+  if invalid:
+    passed_mean = passed_ci = False
+  passed = bool(passed_mean if rule == "mean" else passed_ci)
   return {
-      # NaN means compare False: an unscorable method does not pass.
-      "passed": bool(similarity_ci[0] < baseline_ci[0]),
-      "passed_upper_ci": bool(similarity_ci[2] < baseline_ci[0]),
-      "similarity": similarity_ci,
-      "baseline": baseline_ci,
-      "num_excluded": {"similarity": count_excluded(similarity),
+      "verdict": INVALID if invalid else PASS if passed else FAIL,
+      "passed": passed, "passed_mean": bool(passed_mean),
+      "passed_ci": bool(passed_ci),
+      "similarity": scores_ci, "baseline": baseline_ci,
+      "num_excluded": {"similarity": count_excluded(scores),
                        "baseline": count_excluded(baseline)},
+      "invalid": invalid or None,
   }

@@ -231,7 +231,7 @@ def _verdict_section(summary, methods) -> str:
   for method in methods:
     by_metric = verdicts.get(method, {})
     main = by_metric.get(chosen)
-    cells = [(yes if main["passed"] else no) if main else "n/a",
+    cells = [markdown.verdict_word(main, yes, no),
              ("yes" if main["passed_mean"] else "no") if main else "n/a",
              ", ".join(m for m in similarity if by_metric.get(m, {}).get("passed"))
              or "none"]
@@ -248,7 +248,7 @@ def _verdict_section(summary, methods) -> str:
     for method in methods:
       verdict = verdicts.get(method, {}).get(metric)
       values = (summary.get("group_similarity") or {}).get(method, {}).get(metric, {})
-      cells = [(yes if verdict["passed"] else no) if verdict else "n/a",
+      cells = [markdown.verdict_word(verdict, yes, no),
                markdown.interval(verdict and verdict.get("similarity"))]
       cells += [markdown.interval(values.get(g)) for g in groups]
       cells.append(markdown.interval(verdict and verdict.get("baseline")))

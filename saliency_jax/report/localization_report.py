@@ -173,7 +173,7 @@ def _verdict_section(summary, methods) -> str:
         f"`{best}` | {markdown.interval(markdown.triple(index.get((best, primary, 0))))} | "
         f"{markdown.p_value(row.get('p'))} | {markdown.p_value(row.get('p_holm'))} | "
         f"{'yes' if row.get('beats_every_control') else 'no'} | "
-        f"**{'YES' if row.get('better_than_controls') else 'no'}** |")
+        f"**{markdown.verdict_word(row, 'YES', 'no')}** |")
   return "\n".join(lines) + "\n"
 
 
@@ -199,8 +199,10 @@ def _metric_sections(summary, index, methods, controls, metrics) -> str:
         kind, better = ("control (best)" if name == best else "control"), ""
       else:
         kind = "method"
-        better = ("yes (p = " + markdown.p_value(rows[name]["p_holm"]) + ")"
-                  if rows.get(name, {}).get("better_than_controls") else "no")
+        row = rows.get(name, {})
+        better = ("INVALID" if row.get("verdict") == "INVALID" else
+                  "yes (p = " + markdown.p_value(row["p_holm"]) + ")"
+                  if row.get("better_than_controls") else "no")
       lines.append(f"| `{name}` | {kind} | {markdown.interval(markdown.triple(agg))} | "
                    f"{markdown.count(agg)} | {better} |")
     lines.append("")

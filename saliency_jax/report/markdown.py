@@ -1,8 +1,8 @@
 """Markdown pieces every experiment report shares: numbers, intervals, tables.
 
 The reports read an experiment's ``summary`` (aggregates from
-:func:`saliency_jax.experiments.common.aggregate`, verdicts from
-:func:`saliency_jax.metrics.stats.randomization_verdict`) and write numbers
+:func:`saliency_jax.results.aggregate`, verdicts from
+:func:`saliency_jax.metrics.stats.baseline_verdict`) and write numbers
 the same way: 3 decimals, NaN as 'n/a', intervals as 'mean [low, high]'.
 """
 
@@ -104,8 +104,22 @@ def excluded_section(lines: Sequence[str], summary: Mapping[str, Any] | None = N
         if count:
           lines.append(f"- `{method}` `{metric}` verdict: {count} {part} "
                        "scores not computed")
+  for method, states in ((summary or {}).get("nonfinite") or {}).items():
+    for state, counts in states.items():
+      lines.append(f"- `{method}` {state}: {counts} not finite; their scores "
+                   "are NaN and the method's verdict is INVALID")
   body = "\n".join(lines) if lines else "None: every image was scored on every metric."
   return "## Excluded scores\n\n" + body + "\n"
+
+
+def verdict_word(verdict: Mapping[str, Any] | None, yes: str = "PASS",
+                 no: str = "FAIL") -> str:
+  """A verdict's cell: ``yes``/``no``, INVALID (non-finite inputs) or n/a."""
+  if not verdict:
+    return "n/a"
+  if verdict.get("verdict") == "INVALID":
+    return "INVALID"
+  return yes if verdict["passed"] else no
 
 
 def verdict_table(verdicts: Mapping[str, Mapping[str, Any]],
@@ -114,7 +128,7 @@ def verdict_table(verdicts: Mapping[str, Mapping[str, Any]],
   """Rows of the randomization-test verdict table (Arun et al. 2021).
 
   Args:
-    verdicts: method -> similarity metric -> ``stats.randomization_verdict``.
+    verdicts: method -> similarity metric -> ``stats.baseline_verdict``.
     methods: row order.
     metrics: similarity metrics to show (two columns each).
     chosen: the metric the verdict uses (``config.verdict_metric``).
@@ -131,8 +145,8 @@ def verdict_table(verdicts: Mapping[str, Mapping[str, Any]],
   for method in methods:
     by_metric = verdicts.get(method, {})
     main = by_metric.get(chosen)
-    cells = [("PASS" if main["passed"] else "FAIL") if main else "n/a",
-             ("yes" if main["passed_upper_ci"] else "no") if main else "n/a",
+    cells = [verdict_word(main),
+             ("yes" if main["passed_ci"] else "no") if main else "n/a",
              ", ".join(m for m in metrics if by_metric.get(m, {}).get("passed"))
              or "none"]
     for metric in metrics:
@@ -163,7 +177,8 @@ def training_line(training: Mapping[str, Any], what: str = "Test set") -> str:
 
 
 def data_lines(summary: Mapping[str, Any]) -> list[str]:
-  """What the dataset build left out (``summary['data']``): classes, skipped bad inputs.
+  """What the dataset build left out (``summary['data']``): classes, skipped bad inputs,
+  positives without a mask pixel (not evaluated for localization).
 
   Empty for the synthetic data, which has nothing to skip.
   """
@@ -177,4 +192,29 @@ def data_lines(summary: Mapping[str, Any]) -> list[str]:
     lines.append(f"- Bad inputs skipped when the dataset was built (`on_bad_input="
                  f"{data.get('on_bad_input')}`): {data['num_skipped']}"
                  + (f" ({kinds})" if kinds else ""))
+  empty = data.get("empty_mask_positives") or {}
+  if empty.get("num"):
+    lines.append(f"- {_positives(empty)} an empty mask at {empty.get('image_size')} px"
+                 f"{_split_and_ids(empty)}; they are not among the evaluated positives")
+  unannotated = data.get("unannotated_positives") or {}
+  if unannotated.get("num"):
+    lines.append(f"- {_positives(unannotated)} no box and no mask pixel in the files"
+                 f"{_split_and_ids(unannotated)}; they are not among the evaluated positives")
   return lines
+
+
+def _positives(counts: Mapping[str, Any]) -> str:
+  """'1 positive image has' / 'N positive images have'."""
+  n = int(counts["num"])
+  return f"{n} positive image has" if n == 1 else f"{n} positive images have"
+
+
+def _split_and_ids(counts: Mapping[str, Any]) -> str:
+  """' (train: 2, test: 1; ids a, b, ...)' from a count entry of the dataset metadata."""
+  per_split = ", ".join(f"{s}: {n}" for s, n in (counts.get("per_split") or {}).items() if n)
+  examples = [str(i) for i in counts.get("examples") or []]
+  ids = ", ".join(f"`{i}`" for i in examples)
+  if ids and len(examples) < int(counts["num"]):
+    ids += ", ..."
+  parts = [p for p in (per_split, f"ids {ids}" if ids else "") if p]
+  return f" ({'; '.join(parts)})" if parts else ""

@@ -198,6 +198,6 @@ def test_bad_benchmark_settings_fail_before_measuring(tmp_path, key, value,
 
 def test_presets_validate():
   for preset in ("gpu", "quick"):
-    config_lib.validate(config_lib.load_file(CONFIG, preset))
+    main_lib.validate(config_lib.load_file(CONFIG, preset))
   with pytest.raises(ValueError, match="unknown preset 'bogus'"):
     config_lib.load_file(CONFIG, "bogus")

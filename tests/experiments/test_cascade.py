@@ -6,7 +6,9 @@ import os
 import pytest
 import experiment_runs
 
+from saliency_jax import errors
 from saliency_jax import main as main_lib
+from saliency_jax import results
 from saliency_jax.experiments import common
 
 
@@ -37,7 +39,7 @@ def test_writes_every_result_file(run):
 def test_results_are_long_format_with_every_stage_method_and_metric(run):
   config, workdir, summary = run
   rows = experiment_runs.read_results(workdir)
-  assert tuple(rows[0]) == common.FIELDS
+  assert tuple(rows[0]) == results.FIELDS
   num_stages = len(summary["stages"])
   n = summary["num_images"]
   assert num_stages == 6  # small_cnn: 5 blocks + the trained model
@@ -71,8 +73,8 @@ def test_gradcam_passes_its_own_sanity_check(run):
 def test_rerun_resumes_and_recomputes_only_what_is_missing(run, tmp_path):
   config, workdir, _ = run
   before = open(workdir / "results.csv").read()
-  kept = common.part_path(str(workdir), "cascade-gradient")
-  removed = common.part_path(str(workdir), "cascade-gradcam")
+  kept = results.part_path(str(workdir), "cascade-gradient")
+  removed = results.part_path(str(workdir), "cascade-gradcam")
   mtime = os.path.getmtime(kept)
   os.remove(removed)
   main_lib.run(config, str(workdir))
@@ -85,5 +87,6 @@ def test_workdir_with_other_settings_is_refused(run):
   config, workdir, _ = run
   other = quick_config(config.data_dir)
   other.num_images = 3
-  with pytest.raises(ValueError, match=r"holds a run with other settings \(config.num_images\)"):
+  with pytest.raises(errors.WorkdirError,
+                     match=r"holds a run with other settings \(config.num_images\)"):
     main_lib.run(other, str(workdir))

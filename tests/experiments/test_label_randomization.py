@@ -12,6 +12,7 @@ from saliency_jax import config as config_lib
 from saliency_jax import data as data_lib
 from saliency_jax import io_utils
 from saliency_jax import main as main_lib
+from saliency_jax import results
 from saliency_jax import train
 from saliency_jax.experiments import common
 from saliency_jax.experiments import label_randomization as lr
@@ -46,7 +47,7 @@ def test_writes_every_result_file(run):
 def test_rows_put_the_trained_model_at_stage_zero_and_the_other_at_one(run):
   config, workdir, summary = run
   rows = experiment_runs.read_results(workdir)
-  assert tuple(rows[0]) == common.FIELDS
+  assert tuple(rows[0]) == results.FIELDS
   n = summary["num_images"]
   per_method = n * (2 * len(config.localization) + 2 * len(config.similarity))
   assert len(rows) == len(config.methods) * per_method
@@ -164,8 +165,8 @@ def test_rerun_resumes_without_retraining(run):
   config, workdir, _ = run
   before = open(workdir / "results.csv").read()
   trained = workdir / "models" / lr.TAG / train.SUMMARY
-  kept = common.part_path(str(workdir), "label_randomization-gradient")
-  removed = common.part_path(str(workdir), "label_randomization-gradcam")
+  kept = results.part_path(str(workdir), "label_randomization-gradient")
+  removed = results.part_path(str(workdir), "label_randomization-gradcam")
   mtimes = os.path.getmtime(kept), os.path.getmtime(trained)
   os.remove(removed)
   main_lib.run(config, str(workdir))
@@ -178,8 +179,8 @@ def test_bad_label_randomization_keys_are_refused():
   config = quick_config("/nonexistent")
   config.label_randomization.target_train_accuracy = 0.0
   with pytest.raises(ValueError, match=r"label_randomization.target_train_accuracy"):
-    config_lib.validate(config)
+    main_lib.validate(config)
   config = quick_config("/nonexistent")
   config.label_randomization.num_train = config.synthetic.num_train + 1
   with pytest.raises(ValueError, match=r"label_randomization.num_train"):
-    config_lib.validate(config)
+    main_lib.validate(config)

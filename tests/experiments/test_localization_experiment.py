@@ -11,6 +11,7 @@ import experiment_runs
 from saliency_jax import config as config_lib
 from saliency_jax import data as data_lib
 from saliency_jax import main as main_lib
+from saliency_jax import results
 from saliency_jax.experiments import common
 from saliency_jax.experiments import localization
 from saliency_jax.metrics import localization as metrics
@@ -51,7 +52,7 @@ def test_writes_every_result_file(run):
 def test_rows_cover_every_map_image_and_metric_at_stage_zero(run):
   config, workdir, summary = run
   rows = experiment_runs.read_results(workdir)
-  assert tuple(rows[0]) == common.FIELDS
+  assert tuple(rows[0]) == results.FIELDS
   n = summary["num_images"]
   assert n == config.num_images
   assert len(rows) == len(_names(config)) * n * len(config.localization)
@@ -67,7 +68,7 @@ def test_mean_training_mask_is_the_mean_of_the_training_masks(run):
   positive = (train["label"] == 1) & train["mask"].any(axis=(1, 2))
   mean = train["mask"][positive].astype(np.float64).mean(axis=0)
   expected = np.asarray(postprocess.postprocess(mean[..., None].astype(np.float32)))
-  maps = np.load(workdir / "maps" / "mean_training_mask.npy")
+  maps = np.load(workdir / "maps" / "localization-mean_training_mask.npy")[0]
   assert maps.shape == (config.report.example_images,) + mean.shape
   for m in maps:
     np.testing.assert_allclose(m, expected, atol=1e-6)
@@ -84,9 +85,9 @@ def test_mean_training_mask_is_the_mean_of_the_training_masks(run):
 
 def test_controls_ignore_the_image_or_the_model_as_designed(run):
   _, workdir, _ = run
-  center = np.load(workdir / "maps" / "center_prior.npy")
-  noise = np.load(workdir / "maps" / "random.npy")
-  edge = np.load(workdir / "maps" / "edge.npy")
+  center = np.load(workdir / "maps" / "localization-center_prior.npy")[0]
+  noise = np.load(workdir / "maps" / "localization-random.npy")[0]
+  edge = np.load(workdir / "maps" / "localization-edge.npy")[0]
   np.testing.assert_array_equal(center[0], center[1])  # the same for every image
   assert center[0][31, 31] == center[0].max() == 1.0  # peaks at the center
   assert center[0][0, 0] == center[0].min() == 0.0
@@ -142,8 +143,8 @@ def test_compare_to_controls_needs_both_a_higher_mean_and_significance():
 def test_rerun_resumes_and_recomputes_only_what_is_missing(run):
   config, workdir, _ = run
   before = open(workdir / "results.csv").read()
-  kept = common.part_path(str(workdir), "localization-gradient")
-  removed = common.part_path(str(workdir), "localization-mean_training_mask")
+  kept = results.part_path(str(workdir), "localization-gradient")
+  removed = results.part_path(str(workdir), "localization-mean_training_mask")
   mtime = os.path.getmtime(kept)
   os.remove(removed)
   main_lib.run(config, str(workdir))
@@ -156,8 +157,8 @@ def test_bad_localization_keys_are_refused():
   config = quick_config("/nonexistent")
   config.primary_metric = "iou"
   with pytest.raises(ValueError, match=r"config.primary_metric='iou'"):
-    config_lib.validate(config)
+    main_lib.validate(config)
   config = quick_config("/nonexistent")
   config.controls = ("random", "gradient")
   with pytest.raises(ValueError, match=r"config.controls"):
-    config_lib.validate(config)
+    main_lib.validate(config)

@@ -8,9 +8,13 @@ import pytest
 import experiment_runs
 
 from saliency_jax import config as config_lib
+from saliency_jax import errors
 from saliency_jax import main as main_lib
+from saliency_jax import results
 from saliency_jax.experiments import common
 from saliency_jax.experiments import repeatability
+from saliency_jax.experiments import runner
+from saliency_jax.metrics import stats
 
 CONFIG = experiment_runs.config_path("repeatability")
 
@@ -46,7 +50,7 @@ def test_writes_every_result_file(run):
 def test_rows_per_pair_replicate_image_and_metric(run):
   config, workdir, summary = run
   rows = experiment_runs.read_results(workdir)
-  assert tuple(rows[0]) == common.FIELDS
+  assert tuple(rows[0]) == results.FIELDS
   n = summary["num_images"]
   pairs = config.replicates * (config.replicates - 1) // 2
   per_method = n * (pairs * len(config.similarity)
@@ -83,17 +87,19 @@ def test_identical_maps_are_perfectly_similar():
   maps = np.concatenate([maps, maps])  # two "replicates", the same maps
   masks = np.zeros((3, 32, 32), bool)
   masks[:, 8:16, 8:16] = True
-  members = [_member("seed0", 0), _member("seed1", 1)]
-  rows = repeatability.score_members(
-      config, "repeatability", "gradient", maps, members,
-      [repeatability.Pair(0, 1, repeatability.REPLICATES)], masks, ["a", "b", "c"])
+  states = [runner.ModelState(name=f"seed{s}", explainee=None, model="small_cnn",
+                              seed=s) for s in (0, 1)]
+  rows = runner.score(config, "repeatability", "gradient", maps,
+                      np.zeros((2, 3), bool), states,
+                      [runner.Comparison(0, 1, "_vs_seed1")], masks, ["a", "b", "c"])
   pair = [r for r in rows if "_vs_" in r["metric"]]
   assert len(pair) == 3 * len(config.similarity)
   for r in pair:
     assert r["value"] == pytest.approx(1.0, abs=1e-5), r
-  assert {(r["model"], r["seed"], r["metric"]) for r in rows} == (
-      repeatability.expected_metrics(config, members,
-                                     [repeatability.Pair(0, 1, "replicates")]))
+  expected = {("small_cnn", 0, f"{s}_vs_seed1") for s in config.similarity}
+  expected |= {("small_cnn", s, "auprc") for s in (0, 1)}
+  expected |= {("small_cnn", 0, f"{s}_different_images") for s in config.similarity}
+  assert {(r["model"], r["seed"], r["metric"]) for r in rows} == expected
   by_seed = {s: [r["value"] for r in rows if r["seed"] == s and r["metric"] == "auprc"]
              for s in (0, 1)}
   assert by_seed[0] == by_seed[1]
@@ -111,20 +117,21 @@ def test_pairs_are_averaged_per_image():
   np.testing.assert_allclose(got, [0.3, 0.6])
 
 
+def _agreement(scores, baseline, **kwargs):
+  return stats.baseline_verdict(scores, baseline, expect="above", rule="ci", **kwargs)
+
+
 def test_verdict_needs_the_lower_bound_above_the_baseline():
   baseline = np.full(20, 0.5)
-  clear = repeatability.agreement_verdict(np.linspace(0.8, 0.9, 20), baseline,
-                                          seed=0, num_resamples=200)
+  clear = _agreement(np.linspace(0.8, 0.9, 20), baseline, seed=0, num_resamples=200)
   assert clear["passed"] and clear["passed_mean"]
   # Mean above the baseline, but the interval reaches below it.
-  noisy = repeatability.agreement_verdict(np.tile([0.1, 1.0], 10), baseline,
-                                          seed=0, num_resamples=200)
+  noisy = _agreement(np.tile([0.1, 1.0], 10), baseline, seed=0, num_resamples=200)
   assert noisy["similarity"][0] > 0.5 > noisy["similarity"][1]
   assert noisy["passed_mean"] and not noisy["passed"]
-  below = repeatability.agreement_verdict(np.full(20, 0.2), baseline, seed=0,
-                                          num_resamples=200)
+  below = _agreement(np.full(20, 0.2), baseline, seed=0, num_resamples=200)
   assert not below["passed"] and not below["passed_mean"]
-  missing = repeatability.agreement_verdict([np.nan, np.nan], [0.1, 0.2], seed=0)
+  missing = _agreement([np.nan, np.nan], [0.1, 0.2], seed=0)
   assert not missing["passed"]
   assert missing["num_excluded"] == {"similarity": 2, "baseline": 0}
 
@@ -132,8 +139,8 @@ def test_verdict_needs_the_lower_bound_above_the_baseline():
 def test_rerun_resumes_and_recomputes_only_what_is_missing(run):
   config, workdir, _ = run
   before = open(workdir / "results.csv").read()
-  kept = common.part_path(str(workdir), "repeatability-gradient")
-  removed = common.part_path(str(workdir), "repeatability-gradcam")
+  kept = results.part_path(str(workdir), "repeatability-gradient")
+  removed = results.part_path(str(workdir), "repeatability-gradcam")
   trained = workdir / "models" / "seed1" / "summary.json"
   mtimes = os.path.getmtime(kept), os.path.getmtime(trained)
   os.remove(removed)
@@ -147,8 +154,8 @@ def test_rerun_resumes_and_recomputes_only_what_is_missing(run):
 def test_fewer_than_two_replicates_are_refused(value):
   config = config_lib.load_file(CONFIG, "quick")
   config.replicates = value
-  with pytest.raises(ValueError, match=r"^config\.replicates="):
-    config_lib.validate(config)
+  with pytest.raises(errors.ConfigError, match=r"^config\.replicates="):
+    repeatability.validate(config)
 
 
 def test_presets():

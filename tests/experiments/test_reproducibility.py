@@ -10,6 +10,7 @@ import experiment_runs
 from saliency_jax import config as config_lib
 from saliency_jax import io_utils
 from saliency_jax import main as main_lib
+from saliency_jax import results
 from saliency_jax.experiments import common
 from saliency_jax.experiments import reproducibility
 
@@ -101,7 +102,7 @@ def test_replicates_dir_with_other_training_is_refused(run, tmp_path):
 def test_rerun_resumes_without_training_or_recomputing(run):
   config, workdir, _ = run
   before = open(workdir / "results.csv").read()
-  parts = [common.part_path(str(workdir), f"reproducibility-{m}")
+  parts = [results.part_path(str(workdir), f"reproducibility-{m}")
            for m in config.methods]
   mtimes = [os.path.getmtime(p) for p in parts]
   main_lib.run(config, str(workdir))
@@ -118,7 +119,7 @@ def test_bad_keys_are_refused(key, value, match):
   config = config_lib.load_file(CONFIG)
   config[key] = value
   with pytest.raises(ValueError, match=match):
-    config_lib.validate(config)
+    main_lib.validate(config)
 
 
 def test_the_same_architecture_is_refused():
@@ -126,7 +127,7 @@ def test_the_same_architecture_is_refused():
   config.other_width = config.width
   with pytest.raises(ValueError,
                      match=r"^config\.other_model='small_cnn'.*repeatability"):
-    config_lib.validate(config)
+    main_lib.validate(config)
 
 
 def test_presets():

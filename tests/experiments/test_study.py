@@ -23,8 +23,8 @@ def test_study_runs_tests_in_subfolders_and_tabulates_verdicts(tmp_path):
     assert (workdir / test / "report.md").exists()
     assert not (workdir / test / "models").exists()
   cascade = json.load(open(workdir / "cascade" / "summary.json"))
-  assert summary["passed"]["gradcam"]["cascade"] == (
-      cascade["verdicts"]["gradcam"][cascade["verdict_metric"]]["passed"])
+  assert summary["verdicts"]["gradcam"]["cascade"] == (
+      cascade["verdicts"]["gradcam"][cascade["verdict_metric"]]["verdict"])
   report = open(workdir / "report.md").read()
   for method in config.methods:
     row = next(l for l in report.splitlines() if l.startswith(f"| `{method}` |"))
@@ -34,14 +34,15 @@ def test_study_runs_tests_in_subfolders_and_tabulates_verdicts(tmp_path):
 
 def test_verdicts_of_reads_each_summary_kind():
   cascade = {"verdict_metric": "ssim",
-             "verdicts": {"a": {"ssim": {"passed": True}, "spearman": {"passed": False}},
-                          "b": {"spearman": {"passed": True}}}}
-  assert study.verdicts_of("cascade", cascade) == {"a": True, "b": None}
-  assert study.verdicts_of("localization", {"better_than_controls": {"a": 0}}) == {"a": False}
+             "verdicts": {"a": {"ssim": {"verdict": "PASS"}, "spearman": {"verdict": "FAIL"}},
+                          "b": {"spearman": {"verdict": "PASS"}},
+                          "c": {"ssim": {"verdict": "INVALID"}}}}
+  assert study.verdicts_of("cascade", cascade) == {"a": "PASS", "b": None, "c": "INVALID"}
+  assert study.verdicts_of("localization", {"verdicts": {"a": "FAIL"}}) == {"a": "FAIL"}
 
 
 def test_unknown_test_is_named():
   config = config_lib.load_file(experiment_runs.config_path("study"), "quick")
   config.study.tests = ("cascade", "vibes")
   with pytest.raises(ValueError, match="config.study.tests='vibes' is not allowed"):
-    config_lib.validate(config)
+    main_lib.validate(config)

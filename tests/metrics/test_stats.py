@@ -82,23 +82,43 @@ def test_different_image_pairs():
   assert i.size == 5 * 4 and not np.any(i == j)
 
 
+def _randomization(scores, baseline, **kwargs):
+  return stats.baseline_verdict(scores, baseline, expect="below", rule="mean", **kwargs)
+
+
 def test_randomization_verdict():
   rng = np.random.default_rng(4)
   baseline = rng.normal(0.4, 0.05, size=500)
   low = rng.normal(0.2, 0.05, size=100)
-  verdict = stats.randomization_verdict(low, baseline, seed=0)
-  assert verdict["passed"] and verdict["passed_upper_ci"]
+  verdict = _randomization(low, baseline, seed=0)
+  assert verdict["passed"] and verdict["passed_ci"] and verdict["verdict"] == "PASS"
   assert verdict["similarity"][0] == pytest.approx(low.mean())
   assert verdict["baseline"][0] == pytest.approx(baseline.mean())
   high = rng.normal(0.8, 0.05, size=100)
-  assert not stats.randomization_verdict(high, baseline, seed=0)["passed"]
+  assert _randomization(high, baseline, seed=0)["verdict"] == "FAIL"
   # Mean just below the baseline but a wide interval: the two readings differ.
   near = np.concatenate([np.full(5, 0.0), np.full(5, 0.79)])
-  verdict = stats.randomization_verdict(near, baseline, seed=0)
-  assert verdict["passed"] and not verdict["passed_upper_ci"]
+  verdict = _randomization(near, baseline, seed=0)
+  assert verdict["passed"] and not verdict["passed_ci"]
+  # The same inputs under the interval rule fail.
+  assert not stats.baseline_verdict(near, baseline, expect="below", rule="ci",
+                                    seed=0)["passed"]
   with_nan = np.append(low, np.nan)
-  verdict = stats.randomization_verdict(with_nan, baseline, seed=0)
+  verdict = _randomization(with_nan, baseline, seed=0)
   assert verdict["num_excluded"] == {"similarity": 1, "baseline": 0}
+
+
+def test_invalid_inputs_never_pass():
+  # Scores that would pass, computed from non-finite maps: INVALID, nothing passes.
+  baseline = np.full(20, 0.5)
+  for expect, scores in (("below", np.full(20, 0.1)), ("above", np.full(20, 0.9))):
+    verdict = stats.baseline_verdict(scores, baseline, expect=expect, rule="mean",
+                                     seed=0, invalid="3 maps were not finite")
+    assert verdict["verdict"] == "INVALID"
+    assert not (verdict["passed"] or verdict["passed_mean"] or verdict["passed_ci"])
+    assert verdict["invalid"] == "3 maps were not finite"
+  with pytest.raises(ValueError, match="expect must be 'below' or 'above'"):
+    stats.baseline_verdict(baseline, baseline, expect="less", rule="mean", seed=0)
 
 
 def test_bad_inputs_raise_clear_errors():

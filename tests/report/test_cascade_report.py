@@ -57,7 +57,7 @@ def _aggregates():
 def _verdicts():
   return {method: {metric: {
       "passed": PASSED[method, metric],
-      "passed_upper_ci": PASSED[method, metric] and method == "gradient",
+      "passed_ci": PASSED[method, metric] and method == "gradient",
       "similarity": _triple(method, metric, NUM_STAGES - 1, 0.0007),
       "baseline": _triple(method, metric, 0, 0.3007),
       "num_excluded": {"similarity": 0, "baseline": 0}}
