@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib
 import logging as std_logging
-import os
 import re
 import sys
 

@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
@@ -27,7 +26,6 @@ from saliency_jax import data as data_lib
 from saliency_jax import errors
 from saliency_jax import io_utils
 from saliency_jax import rng
-from saliency_jax import saliency
 from saliency_jax import train
 from saliency_jax import workdir as workdir_lib
 from saliency_jax.metrics import localization
@@ -144,12 +142,6 @@ def write_image_table(workdir: str, images: dict[str, np.ndarray]) -> None:
   for row in zip(*(columns[k] for k in names)):
     writer.writerow([f"{v:.6g}" if isinstance(v, (float, np.floating)) else v for v in row])
   io_utils.write_text(os.path.join(workdir, "images.csv"), buffer.getvalue())
-
-
-@jax.jit
-def predicted_classes(explainee: saliency.Explainee, images: jax.Array) -> jax.Array:
-  """argmax of the logits: both papers explained the predicted class."""
-  return jnp.argmax(jax.vmap(explainee.logits)(images), axis=-1)
 
 
 # ------------------------------------------------------------------- maps ---

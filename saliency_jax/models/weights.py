@@ -28,7 +28,6 @@ import dataclasses
 import functools
 import json
 import math
-import os
 import zipfile
 import zlib
 from collections.abc import Mapping

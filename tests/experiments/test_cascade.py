@@ -9,7 +9,6 @@ import experiment_runs
 from saliency_jax import errors
 from saliency_jax import main as main_lib
 from saliency_jax import results
-from saliency_jax.experiments import common
 
 
 def quick_config(data_dir):

@@ -21,6 +21,7 @@ from saliency_jax import main as main_lib
 from saliency_jax import models
 from saliency_jax import results
 from saliency_jax import workdir as workdir_lib
+from saliency_jax.experiments import common
 
 
 def _weights(path, *, nan: bool, seed: int = 0):
@@ -163,3 +164,16 @@ def test_workdir_that_cannot_hold_a_run(tmp_path):
     workdir_lib.check_usable(str(file))
   with pytest.raises(errors.WorkdirError, match="cannot create it"):
     workdir_lib.check_usable(str(file / "below"))
+
+
+def test_too_few_test_positives_fail_before_any_training(monkeypatch, tmp_path):
+  # One positive: the different-image baseline cannot be formed; this used to
+  # fail after training and the saliency maps.
+  split = {"label": np.array([0, 1, 0]), "mask": np.zeros((3, 8, 8), bool),
+           "image": np.zeros((3, 8, 8, 1), np.float32), "id": np.array(["a", "b", "c"])}
+  split["mask"][1, 2:4, 2:4] = True
+  monkeypatch.setattr(common.data_lib, "load", lambda config, name: split)
+  config = experiment_runs.quick_config("cascade", tmp_path)
+  with pytest.raises(errors.ConfigError, match=r"split 'test' has 1 positive image"):
+    common.evaluation_images(config, workdir=str(tmp_path))
+  assert not os.path.exists(tmp_path / "images.csv")

@@ -8,13 +8,11 @@ import numpy as np
 import pytest
 import experiment_runs
 
-from saliency_jax import config as config_lib
 from saliency_jax import data as data_lib
 from saliency_jax import io_utils
 from saliency_jax import main as main_lib
 from saliency_jax import results
 from saliency_jax import train
-from saliency_jax.experiments import common
 from saliency_jax.experiments import label_randomization as lr
 
 

@@ -8,7 +8,6 @@ import pytest
 from scipy import stats as scipy_stats
 import experiment_runs
 
-from saliency_jax import config as config_lib
 from saliency_jax import data as data_lib
 from saliency_jax import main as main_lib
 from saliency_jax import results

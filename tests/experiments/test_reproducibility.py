@@ -11,7 +11,6 @@ from saliency_jax import config as config_lib
 from saliency_jax import io_utils
 from saliency_jax import main as main_lib
 from saliency_jax import results
-from saliency_jax.experiments import common
 from saliency_jax.experiments import reproducibility
 
 CONFIG = experiment_runs.config_path("reproducibility")
