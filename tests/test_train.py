@@ -15,6 +15,7 @@ import pytest
 from flax import nnx
 
 from saliency_jax import data as data_lib
+from saliency_jax import errors
 from saliency_jax import train
 from saliency_jax.config import load_file as load_config_file
 
@@ -121,3 +122,19 @@ def test_num_train_takes_the_first_training_examples(uninterrupted):
   config.train.num_train = len(full["label"]) + 1
   with pytest.raises(ValueError, match=r"config.train.num_train=\d+ exceeds the \d+ training"):
     train.training_split(config)
+
+
+def test_a_diverging_run_stops_with_one_error_and_no_summary(tmp_path):
+  # A learning rate that sends the weights to infinity: the loss is not finite
+  # at the first log step; the run stops there and never counts as trained.
+  config = quick_config(tmp_path / "data", learning_rate=1e30, steps=20, warmup_steps=1,
+                        log_every=5, eval_every=20, checkpoint_every=20)
+  with pytest.raises(errors.NonFiniteError, match=r"training loss is not finite at step 5"):
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert not (tmp_path / "run" / train.SUMMARY).exists()
+
+
+def test_non_finite_outputs_stop_the_run_but_undefined_precision_does_not():
+  train.check_finite("x", {"auc": 0.5, "precision": float("nan"), "nonfinite": 0})
+  with pytest.raises(errors.NonFiniteError, match="not finite on 3 images"):
+    train.check_finite("x", {"auc": float("nan"), "nonfinite": 3})
