@@ -232,7 +232,8 @@ def _verdict_section(summary, methods) -> str:
     by_metric = verdicts.get(method, {})
     main = by_metric.get(chosen)
     cells = [markdown.verdict_word(main, yes, no),
-             ("yes" if main["passed_mean"] else "no") if main else "n/a",
+             ("yes" if main["passed_mean"] else "no")
+             if main and main.get("verdict") != "INVALID" else "n/a",
              ", ".join(m for m in similarity if by_metric.get(m, {}).get("passed"))
              or "none"]
     lines.append(f"| `{method}` | " + " | ".join(cells) + " |")

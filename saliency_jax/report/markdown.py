@@ -94,9 +94,14 @@ def excluded_lines(index_: Index) -> list[str]:
 
 def excluded_section(lines: Sequence[str], summary: Mapping[str, Any] | None = None,
                      methods: Sequence[str] = ()) -> str:
-  """'## Excluded scores': ``lines`` (unscored images per aggregate) and, per
-  method and metric, the scores a verdict could not compute."""
-  lines = list(lines)
+  """'## Excluded scores': first the maps and logits that were not finite (their
+  methods are INVALID), then ``lines`` (unscored images per aggregate) and,
+  per method and metric, the scores a verdict could not compute."""
+  invalid = [f"- **`{method}` {state}: {counts} not finite**; their scores are "
+             "NaN and the method's verdict is INVALID"
+             for method, states in ((summary or {}).get("nonfinite") or {}).items()
+             for state, counts in states.items()]
+  lines = invalid + list(lines)
   verdicts = (summary or {}).get("verdicts") or {}
   for method in methods:
     for metric, verdict in verdicts.get(method, {}).items():
@@ -104,10 +109,6 @@ def excluded_section(lines: Sequence[str], summary: Mapping[str, Any] | None = N
         if count:
           lines.append(f"- `{method}` `{metric}` verdict: {count} {part} "
                        "scores not computed")
-  for method, states in ((summary or {}).get("nonfinite") or {}).items():
-    for state, counts in states.items():
-      lines.append(f"- `{method}` {state}: {counts} not finite; their scores "
-                   "are NaN and the method's verdict is INVALID")
   body = "\n".join(lines) if lines else "None: every image was scored on every metric."
   return "## Excluded scores\n\n" + body + "\n"
 
@@ -146,7 +147,8 @@ def verdict_table(verdicts: Mapping[str, Mapping[str, Any]],
     by_metric = verdicts.get(method, {})
     main = by_metric.get(chosen)
     cells = [verdict_word(main),
-             ("yes" if main["passed_ci"] else "no") if main else "n/a",
+             ("yes" if main["passed_ci"] else "no")
+             if main and main.get("verdict") != "INVALID" else "n/a",
              ", ".join(m for m in metrics if by_metric.get(m, {}).get("passed"))
              or "none"]
     for metric in metrics:
