@@ -13,8 +13,10 @@ import hashlib
 import json
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, BinaryIO
+
+import numpy as np
 
 
 def _fsync_directory(directory: str) -> None:
@@ -97,6 +99,15 @@ def read_json(path: str) -> Any:
 
 def sha256_bytes(data: bytes) -> str:
   return hashlib.sha256(data).hexdigest()
+
+
+def sha256_arrays(named: Iterable[tuple[str, Any]]) -> str:
+  """SHA-256 over (name, array) pairs in order: each name, then the array's bytes."""
+  digest = hashlib.sha256()
+  for name, array in named:
+    digest.update(str(name).encode())
+    digest.update(np.ascontiguousarray(array).tobytes())
+  return digest.hexdigest()
 
 
 def sha256_file(path: str) -> str:

@@ -100,8 +100,7 @@ def record_inputs(workdir: str, inputs: dict[str, Any]) -> dict[str, Any]:
   Returns:
     Everything recorded so far.
   """
-  path = os.path.join(workdir, INPUTS)
-  recorded = io_utils.read_json(path) if os.path.exists(path) else {}
+  recorded = recorded_inputs(workdir)
   new = json.loads(json.dumps(inputs, sort_keys=True, default=str))
   changed = [k for k in new if k in recorded and recorded[k] != new[k]]
   if changed:
@@ -112,7 +111,7 @@ def record_inputs(workdir: str, inputs: dict[str, Any]) -> dict[str, Any]:
         f"({details}); use a new --workdir, or restore what changed to resume")
   if any(k not in recorded for k in new):
     recorded.update(new)
-    io_utils.write_json(path, recorded)
+    io_utils.write_json(os.path.join(workdir, INPUTS), recorded)
   return recorded
 
 

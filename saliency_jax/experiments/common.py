@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import hashlib
 import io
 import os
 import time
@@ -79,12 +78,10 @@ def trained_model(config: ml_collections.ConfigDict, workdir: str, *,
 
 def model_fingerprint(model: nnx.Module, training: dict[str, Any]) -> dict[str, Any]:
   """Training steps and the SHA-256 of every variable (sorted by path)."""
-  digest = hashlib.sha256()
-  for path, value in sorted(nnx.to_flat_state(nnx.state(model)), key=lambda kv: str(kv[0])):
-    digest.update(str(path).encode())
-    digest.update(np.ascontiguousarray(np.asarray(value.get_value())).tobytes())
+  variables = sorted(nnx.to_flat_state(nnx.state(model)), key=lambda kv: str(kv[0]))
   return {"model": training.get("model"), "steps": training.get("steps"),
-          "params_sha256": digest.hexdigest()}
+          "params_sha256": io_utils.sha256_arrays(
+              (path, np.asarray(value.get_value())) for path, value in variables)}
 
 
 # ----------------------------------------------------------------- images ---
@@ -113,11 +110,10 @@ def evaluation_images(config: ml_collections.ConfigDict, split: str = "test", *,
   chosen = np.sort(generator.choice(positive, size=count, replace=False))
   images = {k: v[chosen] for k, v in data.items()}
   if workdir is not None:
-    digest = hashlib.sha256()
-    for name in ("id", "image", "mask", "label"):
-      digest.update(np.ascontiguousarray(images[name]).tobytes())
     workdir_lib.record_inputs(workdir, {"dataset": {
-        "build": data_lib.build_name(config), "evaluated_images_sha256": digest.hexdigest()}})
+        "build": data_lib.build_name(config),
+        "evaluated_images_sha256": io_utils.sha256_arrays(
+            (name, images[name]) for name in ("id", "image", "mask", "label"))}})
     write_image_table(workdir, images)
   return images
 
