@@ -9,6 +9,17 @@ the same parameters, bit for bit, as an uninterrupted run.
 (label randomization test, Adebayo et al. 2018); validation and test labels
 stay true.
 
+Seeds at once: :func:`train_seeds` trains one replicate per seed, their
+states stacked on a leading axis and advanced together by one ``jax.vmap``-ped
+step over the shared training split (where the program fits the device's
+memory, :mod:`saliency_jax.memory`; else one after another). Each replicate
+keeps its own directory, exactly as a plain run with that seed would
+(``checkpoints/``, ``metrics.jsonl``, ``summary.json``, ``weights.npz``).
+Its numbers equal that run's to float tolerance, not bit for bit: a vmapped
+convolution is a grouped one, whose products XLA sums in another order, so
+each step differs by rounding, which training amplifies over the steps as it
+would any other order of summation (another backend, another XLA).
+
 Weights from elsewhere: ``config.init_from`` (a training run's directory or a
 weights file) starts training from them; ``config.model_weights`` (a Keras
 file or an ``.npz`` export) replaces training: the run evaluates those
@@ -19,6 +30,7 @@ model to ``weights.npz`` (:mod:`saliency_jax.models.weights`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
 from typing import Any
@@ -36,6 +48,7 @@ from saliency_jax import config as config_lib
 from saliency_jax import data as data_lib
 from saliency_jax import errors
 from saliency_jax import io_utils
+from saliency_jax import memory
 from saliency_jax import models
 from saliency_jax import rng
 from saliency_jax.data import pipeline
@@ -86,7 +99,10 @@ def checkpoint_values(directory: str) -> dict[str, np.ndarray]:
   if run is None:
     raise errors.ConfigError(f"config.init_from={directory!r}: no checkpoints/ "
                              "there nor under models/trained/")
-  manager = ocp.CheckpointManager(os.path.join(os.path.abspath(run), "checkpoints"))
+  manager = ocp.CheckpointManager(
+      os.path.join(os.path.abspath(run), "checkpoints"),
+      options=ocp.CheckpointManagerOptions(
+          multiprocessing_options=_process_local(), read_only=True, create=False))
   step = manager.latest_step()
   if step is None:
     raise errors.ConfigError(f"config.init_from={directory!r}: {run}/checkpoints "
@@ -143,29 +159,58 @@ def training_split(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return {k: v[:subset] for k, v in split.items()}
 
 
-def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+def _optimizer_settings(config: ml_collections.ConfigDict) -> tuple[Any, ...]:
+  """What :func:`make_optimizer` reads of ``config``, hashable."""
   t = config.train
+  return (t.learning_rate, t.warmup_steps, t.steps, t.weight_decay)
+
+
+def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  return _optimizer(_optimizer_settings(config))
+
+
+def _optimizer(settings: tuple[Any, ...]) -> optax.GradientTransformation:
+  """AdamW, learning rate: linear warmup to the peak, cosine decay to 1% of it."""
+  learning_rate, warmup_steps, steps, weight_decay = settings
   schedule = optax.warmup_cosine_decay_schedule(
-      init_value=0.0, peak_value=t.learning_rate,
-      warmup_steps=min(t.warmup_steps, t.steps - 1), decay_steps=t.steps,
-      end_value=0.01 * t.learning_rate)
-  return optax.adamw(schedule, weight_decay=t.weight_decay)
+      init_value=0.0, peak_value=learning_rate,
+      warmup_steps=min(warmup_steps, steps - 1), decay_steps=steps,
+      end_value=0.01 * learning_rate)
+  return optax.adamw(schedule, weight_decay=weight_decay)
 
 
 @dataclasses.dataclass(frozen=True)
 class _Programs:
-  """The jitted step and prediction functions of one model and optimizer."""
+  """The step and prediction functions of one model and optimizer.
+
+  ``step`` is the pure training step, ``train_step`` it jitted (the state
+  donated), ``predict`` the jitted class probabilities.
+  """
+  step: Any
   train_step: Any
   predict: Any
 
 
-def _programs(model: nnx.Module, tx: optax.GradientTransformation,
-              config: ml_collections.ConfigDict, num_train: int) -> _Programs:
+def _programs(model: nnx.Module, config: ml_collections.ConfigDict,
+              num_train: int) -> _Programs:
+  """The programs of ``model``'s architecture and ``config``'s training.
+
+  Cached: runs of one architecture and training settings (the seeds of a
+  sweep, one after another) share one compilation.
+  """
   model.train()
   train_def = nnx.graphdef(model)
   model.eval()
   eval_def = nnx.graphdef(model)
-  batch_size, augment = config.train.batch_size, config.train.augment
+  return _cached_programs(train_def, eval_def, _optimizer_settings(config),
+                          config.train.batch_size, bool(config.train.augment),
+                          num_train)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_programs(train_def: Any, eval_def: Any, optimizer: tuple[Any, ...],
+                     batch_size: int, augment: bool, num_train: int) -> _Programs:
+  tx = _optimizer(optimizer)
 
   def train_step(state, images, labels, data_key, aug_key):
     step = state["step"]
@@ -192,7 +237,7 @@ def _programs(model: nnx.Module, tx: optax.GradientTransformation,
     m = nnx.merge(eval_def, state["params"], state["rest"])
     return jax.nn.softmax(m(x))
 
-  return _Programs(train_step=jax.jit(train_step, donate_argnums=0),
+  return _Programs(step=train_step, train_step=jax.jit(train_step, donate_argnums=0),
                    predict=jax.jit(predict))
 
 
@@ -229,10 +274,39 @@ def check_finite(what: str, metrics: dict[str, Any]) -> None:
 
 
 def _checkpoint_manager(workdir: str, config) -> ocp.CheckpointManager:
+  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+  os.makedirs(directory, exist_ok=True)  # orbax's create=True needs all processes
   return ocp.CheckpointManager(
-      os.path.join(os.path.abspath(workdir), "checkpoints"),
-      options=ocp.CheckpointManagerOptions(
-          max_to_keep=config.train.keep_checkpoints, create=True))
+      directory, options=ocp.CheckpointManagerOptions(
+          max_to_keep=config.train.keep_checkpoints, create=False,
+          multiprocessing_options=_process_local()))
+
+
+def save(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
+  """Checkpoints ``state`` as host arrays: in a multi-process run orbax
+  refuses one process's device arrays, and the model is one process's."""
+  manager.save(step, args=ocp.args.StandardSave(_on_host(state)))
+
+
+def restore(manager: ocp.CheckpointManager, step: int, like: Any) -> Any:
+  """The state saved at ``step``, shaped like ``like``, on the device."""
+  host = manager.restore(step, args=ocp.args.StandardRestore(_on_host(like)))
+  return jax.tree.map(jnp.asarray, host)
+
+
+def _on_host(state: Any) -> Any:
+  return jax.tree.map(np.asarray, state)
+
+
+def _process_local() -> ocp.options.MultiprocessingOptions:
+  """Orbax's multi-host options for a model held whole by one process.
+
+  In a multi-process run, process 0 trains (its own devices) and the others
+  only read finished checkpoints: every process saves and restores alone,
+  never waiting at a barrier for processes that do not checkpoint.
+  """
+  me = jax.process_index()
+  return ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
 
 
 def _initial_state(model: nnx.Module, tx) -> dict[str, Any]:
@@ -242,13 +316,87 @@ def _initial_state(model: nnx.Module, tx) -> dict[str, Any]:
 
 
 def _log_progress(step: int, total: int, stats: np.ndarray, t0: float,
-                  first_step: int) -> dict[str, float]:
+                  first_step: int, who: str = "") -> dict[str, float]:
   rate = (step - first_step) / max(time.time() - t0, 1e-9)
   eta = (total - step) / rate if rate > 0 else float("nan")
-  logging.info("step %d/%d  loss %.4f  train_acc %.3f  %.2f steps/s  ETA %.0fs",
-               step, total, stats[0], stats[1], rate, eta)
+  logging.info("%sstep %d/%d  loss %.4f  train_acc %.3f  %.2f steps/s  ETA %.0fs",
+               who, step, total, stats[0], stats[1], rate, eta)
   return {"step": step, "train_loss": float(stats[0]),
           "train_accuracy": float(stats[1]), "steps_per_second": rate}
+
+
+def _load_splits(config: ml_collections.ConfigDict) -> dict[str, dict[str, Any]]:
+  """The training (``training_split``), validation and test splits, each
+  with its images also on the device (``image_device``)."""
+  splits = {"train": training_split(config),
+            **{s: data_lib.load(config, s) for s in ("validation", "test")}}
+  for split in splits.values():
+    split["image_device"] = jnp.asarray(split["image"])
+  num_train = splits["train"]["image"].shape[0]
+  if num_train < config.train.batch_size:
+    raise ValueError(f"config.train.batch_size={config.train.batch_size} exceeds the "
+                     f"{num_train} training examples")
+  return splits
+
+
+def train_labels(config: ml_collections.ConfigDict,
+                 splits: dict[str, dict[str, Any]]) -> jax.Array:
+  """The labels a run of ``config`` trains on: the training split's, permuted
+  with its seed's key (:func:`randomized_labels`) under ``randomize_labels``."""
+  labels = jnp.asarray(splits["train"]["label"], jnp.int32)
+  return randomized_labels(config, labels) if config.train.randomize_labels else labels
+
+
+def _resume(manager: ocp.CheckpointManager, state: dict[str, Any],
+            workdir: str) -> tuple[int, dict[str, Any]]:
+  """(step, state) of the latest checkpoint, else (0, ``state``).
+
+  ``metrics.jsonl`` loses its records past that step: they came from the
+  killed run and are redone.
+  """
+  start = manager.latest_step() or 0
+  if start:
+    state = restore(manager, start, state)
+    logging.info("%s: resumed from checkpoint at step %d", workdir, start)
+  metrics_path = os.path.join(workdir, "metrics.jsonl")
+  records = [r for r in io_utils.read_jsonl(metrics_path) if r["step"] <= start]
+  io_utils.write_text(metrics_path, "".join(io_utils.json_line(r) for r in records))
+  return start, state
+
+
+def _is_log_step(step: int, t: ml_collections.ConfigDict) -> bool:
+  return step % t.log_every == 0 or step == t.steps
+
+
+def _is_checkpoint_step(step: int, t: ml_collections.ConfigDict) -> bool:
+  return step % t.checkpoint_every == 0 or step == t.steps
+
+
+def _log_step(config: ml_collections.ConfigDict, workdir: str, programs: _Programs,
+              state: dict[str, Any], validation: dict[str, Any], step: int,
+              window: np.ndarray, t0: float, start: int, who: str = "") -> None:
+  """Appends step ``step``'s record to ``metrics.jsonl``: the mean loss and
+  accuracy of ``window`` (their sums over the steps since the last record or,
+  after a resume from ``start``, since that checkpoint), and the validation
+  metrics at evaluation steps.
+
+  Raises:
+    errors.NonFiniteError: the training loss is not finite (it diverged).
+  """
+  t = config.train
+  # Steps since the previous log step (a multiple of log_every) or the resume.
+  n = step - max(start, (step - 1) // t.log_every * t.log_every)
+  record = _log_progress(step, t.steps, np.asarray(window) / n, t0, start, who)
+  if not np.isfinite(record["train_loss"]):
+    raise errors.NonFiniteError(
+        f"training {config.model} (seed {config.seed}) in {workdir}: the training "
+        f"loss is not finite at step {step} (config.train.learning_rate="
+        f"{t.learning_rate}): it diverged; lower the learning rate or check the data")
+  if step % t.eval_every == 0 or step == t.steps:
+    val = evaluate(programs, state, validation, t.batch_size)
+    record.update({f"val_{k}": v for k, v in val.items()})
+    logging.info("%sstep %d  validation %s", who, step, _fmt(val))
+  io_utils.append_jsonl(os.path.join(workdir, "metrics.jsonl"), record)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -269,65 +417,44 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   t = config.train
   if config.get("model_weights"):
     return evaluate_weights(config, workdir)
-  splits = {"train": training_split(config),
-            **{s: data_lib.load(config, s) for s in ("validation", "test")}}
-  for split in splits.values():
-    split["image_device"] = jnp.asarray(split["image"])
-  train_labels = jnp.asarray(splits["train"]["label"], jnp.int32)
-  if t.randomize_labels:
-    train_labels = randomized_labels(config, train_labels)
-  num_train = splits["train"]["image"].shape[0]
-  if num_train < t.batch_size:
-    raise ValueError(f"config.train.batch_size={t.batch_size} exceeds the "
-                     f"{num_train} training examples")
-
-  in_channels = splits["train"]["image"].shape[-1]
+  splits = _load_splits(config)
+  labels = train_labels(config, splits)
+  num_train, in_channels = (splits["train"]["image"].shape[0],
+                            splits["train"]["image"].shape[-1])
   model = initial_model(config, in_channels)
   tx = make_optimizer(config)
-  programs = _programs(model, tx, config, num_train)
-  state = _initial_state(model, tx)
-
-  metrics_path = os.path.join(workdir, "metrics.jsonl")
+  programs = _programs(model, config, num_train)
   manager = _checkpoint_manager(workdir, config)
-  start = manager.latest_step() or 0
-  if start:
-    state = manager.restore(start, args=ocp.args.StandardRestore(state))
-    logging.info("resumed from checkpoint at step %d", start)
-  # Records past the checkpoint came from the killed run; they are redone.
-  records = [r for r in io_utils.read_jsonl(metrics_path) if r["step"] <= start]
-  io_utils.write_text(metrics_path, "".join(
-      io_utils.json_line(r) for r in records))
+  start, state = _resume(manager, _initial_state(model, tx), workdir)
 
   data_key = rng.key(config.seed, rng.DATA)
   aug_key = rng.key(config.seed, rng.AUGMENT)
   t0, window = time.time(), None
   for step in range(start + 1, t.steps + 1):
     state, stats = programs.train_step(state, splits["train"]["image_device"],
-                                       train_labels, data_key, aug_key)
+                                       labels, data_key, aug_key)
     window = stats if window is None else window + stats
-    if step % t.log_every == 0 or step == t.steps:
-      n = t.log_every if step % t.log_every == 0 else step % t.log_every
-      record = _log_progress(step, t.steps, np.asarray(window) / n, t0, start)
+    if _is_log_step(step, t):
+      _log_step(config, workdir, programs, state, splits["validation"], step,
+                window, t0, start)
       window = None
-      if not np.isfinite(record["train_loss"]):
-        raise errors.NonFiniteError(
-            f"training {config.model} in {workdir}: the training loss is not finite "
-            f"at step {step} (config.train.learning_rate={t.learning_rate}): it "
-            "diverged; lower the learning rate or check the data")
-      if step % t.eval_every == 0 or step == t.steps:
-        val = evaluate(programs, state, splits["validation"], t.batch_size)
-        record.update({f"val_{k}": v for k, v in val.items()})
-        logging.info("step %d  validation %s", step, _fmt(val))
-      io_utils.append_jsonl(metrics_path, record)
-    if step % t.checkpoint_every == 0 or step == t.steps:
-      manager.save(step, args=ocp.args.StandardSave(state))
+    if _is_checkpoint_step(step, t):
+      save(manager, step, state)
     if stop_after is not None and step >= stop_after:
       manager.wait_until_finished()
       manager.close()
       return None
   manager.wait_until_finished()
   manager.close()
+  return _finish(config, workdir, model, programs, state, splits, labels)
 
+
+def _finish(config: ml_collections.ConfigDict, workdir: str, model: nnx.Module,
+            programs: _Programs, state: dict[str, Any],
+            splits: dict[str, dict[str, Any]], labels: jax.Array) -> dict[str, Any]:
+  """A trained run's ``weights.npz`` export, then its ``summary.json``."""
+  t = config.train
+  in_channels = splits["train"]["image"].shape[-1]
   nnx.update(model, state["params"], state["rest"])
   model.eval()
   weights_lib.save_npz(os.path.join(workdir, EXPORT), model, name=config.model,
@@ -336,15 +463,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       **_model_record(config), "steps": t.steps,
       "randomize_labels": bool(t.randomize_labels),
       "train": evaluate(programs, state, splits["train"], t.batch_size,
-                        labels=train_labels),
+                        labels=labels),
       "validation": evaluate(programs, state, splits["validation"], t.batch_size),
       "test": evaluate(programs, state, splits["test"], t.batch_size),
   }
   # Before the summary: with it, the model would count as trained.
-  check_finite(f"training {config.model} in {workdir} (validation split)",
-               summary["validation"])
+  check_finite(f"training {config.model} (seed {config.seed}) in {workdir} "
+               "(validation split)", summary["validation"])
   io_utils.write_json(os.path.join(workdir, SUMMARY), summary)
-  logging.info("test %s", _fmt(summary["test"]))
+  logging.info("%s: test %s", workdir, _fmt(summary["test"]))
   return summary
 
 
@@ -368,7 +495,7 @@ def evaluate_weights(config: ml_collections.ConfigDict, workdir: str) -> dict[st
     split["image_device"] = jnp.asarray(split["image"])
   model = weights_model(config, splits["test"]["image"].shape[-1])
   tx = make_optimizer(config)
-  programs = _programs(model, tx, config, num_train=1)
+  programs = _programs(model, config, num_train=1)
   state = _initial_state(model, tx)
   batch_size = config.train.batch_size
   summary = {**_model_record(config), "steps": 0, "randomize_labels": False,
@@ -398,8 +525,7 @@ def restore_model(config: ml_collections.ConfigDict, workdir: str,
   step = manager.latest_step()
   if step is None:
     raise FileNotFoundError(f"no checkpoint under {workdir}/checkpoints")
-  state = manager.restore(step, args=ocp.args.StandardRestore(
-      _initial_state(model, tx)))
+  state = restore(manager, step, _initial_state(model, tx))
   manager.close()
   nnx.update(model, state["params"], state["rest"])
   model.eval()
@@ -409,3 +535,258 @@ def restore_model(config: ml_collections.ConfigDict, workdir: str,
 def _fmt(metrics: dict[str, float]) -> str:
   return "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                    for k, v in metrics.items())
+
+
+# ----------------------------------------------------------- seeds at once ---
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """The key only the train experiment has: ``config.num_seeds``."""
+  count = config.get("num_seeds", 1)
+  if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+    raise errors.ConfigError(f"config.num_seeds={count!r}: expected an integer >= 1 "
+                             "(how many seeds to train, config.seed onwards)")
+  if count > 1 and config.get("model_weights"):
+    raise errors.ConfigError(
+        f"config.num_seeds={count} and config.model_weights are both set: the "
+        "weights are evaluated as they are, so every seed would give the same "
+        "model; set one (config.init_from trains from them)")
+  if config.seed + count > config_lib.SEED_LIMIT:
+    raise errors.ConfigError(
+        f"config.num_seeds={count}: the seeds config.seed={config.seed} to "
+        f"{config.seed + count - 1} pass the largest seed, 2**63 - 1")
+
+
+def run(config: ml_collections.ConfigDict, workdir: str
+        ) -> dict[str, Any] | list[dict[str, Any]]:
+  """The train experiment: one run in ``workdir`` (:func:`train_and_evaluate`),
+  or with ``config.num_seeds = K > 1`` the seeds ``config.seed`` to
+  ``config.seed + K - 1``, each in ``workdir/seed<s>`` (:func:`train_seeds`)."""
+  count = config.get("num_seeds", 1)
+  if count == 1:
+    return train_and_evaluate(config, workdir)
+  seeds = list(range(config.seed, config.seed + count))
+  return train_seeds(config, seed_directories(workdir, seeds), seeds)
+
+
+def seed_directories(workdir: str, seeds: list[int]) -> list[str]:
+  """Where the train experiment puts seed ``s``: ``workdir/seed<s>``."""
+  return [os.path.join(workdir, f"seed{s}") for s in seeds]
+
+
+def seed_config(config: ml_collections.ConfigDict, seed: int) -> ml_collections.ConfigDict:
+  """A copy of ``config`` for a plain run (``num_seeds`` 1) with ``seed``."""
+  out = ml_collections.ConfigDict(config.to_dict())
+  out.seed = seed
+  if "num_seeds" in out:
+    out.num_seeds = 1
+  return out
+
+
+def train_seeds(config: ml_collections.ConfigDict, directories: list[str],
+                seeds: list[int], *, stop_after: int | None = None
+                ) -> list[dict[str, Any]] | None:
+  """Trains seed ``seeds[i]`` into ``directories[i]``, the seeds at once where they fit.
+
+  Replicate ``i`` is the run ``train_and_evaluate(config with seed=seeds[i],
+  directories[i])``: the same keys (:mod:`saliency_jax.rng`: init, data
+  order, augmentation, label permutation), the same files, the same numbers
+  to float tolerance (see the module doc). A replicate with a
+  ``summary.json`` is left as it is. The unfinished ones are trained
+  together: their states stacked on a leading axis and advanced by one
+  jitted ``vmap`` of the training step over the shared training split, each
+  checkpointed into its own directory, so that a kill at any moment resumes
+  bit for bit. One after another
+  (:func:`train_and_evaluate`) when ``config.train.seeds_at_once`` is False,
+  when fewer than two are unfinished, or when the stacked step does not fit
+  the device's memory (:func:`memory.fits`).
+
+  Args:
+    config: the training config; its ``seed`` is replaced by each of ``seeds``.
+    directories: one run directory per seed.
+    seeds: the training seeds.
+    stop_after: stop (as if killed) once this many steps are done; for tests.
+
+  Returns:
+    The summaries in the order of ``seeds``, or None when stopped early.
+
+  Raises:
+    errors.NonFiniteError: a replicate's training loss is not finite (names
+      its seed).
+  """
+  if len(directories) != len(seeds):
+    raise ValueError(f"{len(directories)} directories for {len(seeds)} seeds")
+  configs = [seed_config(config, s) for s in seeds]
+  pending = [i for i, d in enumerate(directories)
+             if not os.path.exists(os.path.join(d, SUMMARY))]
+  finished = None
+  if (len(pending) > 1 and config.train.get("seeds_at_once", True)
+      and not config.get("model_weights")):
+    finished = _train_at_once([configs[i] for i in pending],
+                              [directories[i] for i in pending], stop_after)
+  if finished is None:
+    if pending:
+      logging.info("training seeds %s one after another", [seeds[i] for i in pending])
+    for i in pending:
+      if train_and_evaluate(configs[i], directories[i], stop_after=stop_after) is None:
+        return None
+  elif not finished:
+    return None
+  return [io_utils.read_json(os.path.join(d, SUMMARY)) for d in directories]
+
+
+def _stack(trees: list[Any]) -> Any:
+  """Pytrees of equal structure stacked leaf by leaf on a new leading axis."""
+  return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
+
+
+def _unstack(tree: Any, index: int) -> Any:
+  """Member ``index`` of a stacked pytree."""
+  return jax.tree.map(lambda leaf: leaf[index], tree)
+
+
+@functools.lru_cache(maxsize=8)
+def _stacked_step(step: Any, total: int, labels_axis: int | None) -> Any:
+  """``step`` vmapped over stacked states (donated), the images shared.
+
+  A replicate already at step ``total`` keeps its state (replicates resumed
+  from checkpoints may stand at different steps). ``labels_axis`` is 0 when
+  each seed trains on its own permutation of the labels, else None.
+  """
+  def masked(state, images, labels, data_key, aug_key):
+    new, stats = step(state, images, labels, data_key, aug_key)
+    active = state["step"] < total
+    return jax.tree.map(lambda n, o: jnp.where(active, n, o), new, state), stats
+
+  return jax.jit(jax.vmap(masked, in_axes=(0, None, labels_axis, 0, 0)),
+                 donate_argnums=0)
+
+
+def _fits(compiled: Any, template: Any, count: int) -> bool:
+  """Whether the stacked step fits the device (:func:`memory.fits`), its
+  ``count`` stacked states (arguments, not yet on the device) counted."""
+  budget = memory.budget()
+  if budget is not None:
+    budget -= count * sum(leaf.nbytes for leaf in jax.tree.leaves(template))
+  return memory.fits(compiled, budget)
+
+
+@dataclasses.dataclass(frozen=True)
+class _StackedInputs:
+  """What the stacked step reads besides the states: the shared images, the
+  labels (``labels_axis`` 0: one permutation per seed, stacked; None: shared)
+  and each seed's data-order and augmentation keys, stacked."""
+  images: jax.Array
+  labels: jax.Array
+  labels_axis: int | None
+  data_keys: jax.Array
+  aug_keys: jax.Array
+
+  def arguments(self) -> tuple[jax.Array, ...]:
+    return self.images, self.labels, self.data_keys, self.aug_keys
+
+  def labels_of(self, index: int) -> jax.Array:
+    return self.labels if self.labels_axis is None else self.labels[index]
+
+
+def _stacked_inputs(configs: list[ml_collections.ConfigDict],
+                    splits: dict[str, dict[str, Any]]) -> _StackedInputs:
+  if configs[0].train.randomize_labels:  # each seed its own permutation
+    labels, labels_axis = jnp.stack([train_labels(c, splits) for c in configs]), 0
+  else:
+    labels, labels_axis = train_labels(configs[0], splits), None
+  return _StackedInputs(
+      images=splits["train"]["image_device"], labels=labels, labels_axis=labels_axis,
+      data_keys=jnp.stack([rng.key(c.seed, rng.DATA) for c in configs]),
+      aug_keys=jnp.stack([rng.key(c.seed, rng.AUGMENT) for c in configs]))
+
+
+def _compiled_step(programs: _Programs, template: dict[str, Any], count: int,
+                   total: int, inputs: _StackedInputs) -> Any:
+  """The stacked step for ``count`` states like ``template``, compiled (before
+  any state is stacked on the device); None when it does not fit there."""
+  shapes = jax.tree.map(
+      lambda leaf: jax.ShapeDtypeStruct((count,) + leaf.shape, leaf.dtype), template)
+  compiled = _stacked_step(programs.step, total, inputs.labels_axis).lower(
+      shapes, *inputs.arguments()).compile()
+  return compiled if _fits(compiled, template, count) else None
+
+
+def _train_at_once(configs: list[ml_collections.ConfigDict], directories: list[str],
+                   stop_after: int | None) -> bool | None:
+  """Trains ``configs`` (equal but for the seed) together; see :func:`train_seeds`.
+
+  Returns:
+    True when trained, False when stopped early, None (nothing trained) when
+    the stacked step does not fit the device's memory.
+  """
+  t, seeds = configs[0].train, [c.seed for c in configs]
+  splits = _load_splits(configs[0])
+  images = splits["train"]["image_device"]
+  tx = make_optimizer(configs[0])
+  first = initial_model(configs[0], images.shape[-1])
+  programs = _programs(first, configs[0], images.shape[0])
+  inputs = _stacked_inputs(configs, splits)
+  managers = [_checkpoint_manager(d, c) for d, c in zip(directories, configs)]
+  try:
+    starts = np.array([m.latest_step() or 0 for m in managers])
+    step = None
+    if starts.min() < t.steps:  # else only the summaries are left to write
+      step = _compiled_step(programs, _initial_state(first, tx), len(configs),
+                            t.steps, inputs)
+      if step is None:
+        logging.warning("training seeds %s at once does not fit the device's "
+                        "memory: one after another", seeds)
+        return None
+    logging.info("training seeds %s at once (one vmapped step)", seeds)
+    models_ = [first] + [initial_model(c, images.shape[-1]) for c in configs[1:]]
+    state = _stack([_resume(m, _initial_state(model, tx), d)[1]
+                    for m, model, d in zip(managers, models_, directories)])
+    state = _stacked_loop(configs, directories, managers, programs, step, state,
+                          inputs, splits["validation"], starts, stop_after)
+  finally:
+    for manager in managers:
+      manager.wait_until_finished()
+      manager.close()
+  if state is None:
+    return False
+  for i, (config, directory, model) in enumerate(zip(configs, directories, models_)):
+    _finish(config, directory, model, programs, _unstack(state, i), splits,
+            inputs.labels_of(i))
+  return True
+
+
+def _stacked_loop(configs: list[ml_collections.ConfigDict], directories: list[str],
+                  managers: list[ocp.CheckpointManager], programs: _Programs,
+                  step: Any, state: dict[str, Any], inputs: _StackedInputs,
+                  validation: dict[str, Any], starts: np.ndarray,
+                  stop_after: int | None) -> dict[str, Any] | None:
+  """Advances replicate ``i`` from step ``starts[i]`` to ``config.train.steps``,
+  logging and checkpointing each as :func:`train_and_evaluate` does.
+
+  Returns:
+    The stacked final states, or None when stopped after ``stop_after`` steps.
+  """
+  t, count = configs[0].train, len(configs)
+  t0, window = time.time(), None
+  sums = [None] * count  # per replicate, host: [loss, accuracy] since its last record
+  for tick in range(1, t.steps - int(starts.min()) + 1):
+    state, stats = step(state, *inputs.arguments())
+    window = stats if window is None else window + stats
+    steps = starts + tick
+    active = [i for i in range(count) if steps[i] <= t.steps]
+    logged = [i for i in active if _is_log_step(int(steps[i]), t)]
+    if logged:  # the one host transfer between log steps
+      host, window = np.asarray(window), None
+      for i in active:
+        sums[i] = host[i] if sums[i] is None else sums[i] + host[i]
+    for i in logged:
+      _log_step(configs[i], directories[i], programs, _unstack(state, i), validation,
+                int(steps[i]), sums[i], t0, int(starts[i]),
+                who=f"seed {configs[i].seed}: ")
+      sums[i] = None
+    for i in active:
+      if _is_checkpoint_step(int(steps[i]), t):
+        save(managers[i], int(steps[i]), _unstack(state, i))
+    if stop_after is not None and np.minimum(steps, t.steps).min() >= stop_after:
+      return None
+  return state

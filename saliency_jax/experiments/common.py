@@ -22,6 +22,7 @@ from flax import nnx
 
 from saliency_jax import config as config_lib
 from saliency_jax import data as data_lib
+from saliency_jax import devices
 from saliency_jax import errors
 from saliency_jax import io_utils
 from saliency_jax import rng
@@ -52,28 +53,59 @@ def trained_model(config: ml_collections.ConfigDict, workdir: str, *,
   Returns:
     (model in eval mode, training summary).
   """
-  # 'auto' fixed once, so every model of the run takes the same input map.
-  config = ml_collections.ConfigDict(config_lib.resolve(config).to_dict())
-  if tag != "trained":
-    config.update(model_weights=None, init_from=None)
-  config.update(overrides)
-  # A study runs several tests in sub-folders; they share its models.
-  models_dir = config.get("models_dir") or os.path.join(workdir, "models")
-  directory = (config.trained_dir if config.get("trained_dir") and tag == "trained"
-               else os.path.join(models_dir, tag))
+  config = training_config(config, tag, **overrides)
+  directory = training_directory(config, workdir, tag)
   summary_path = os.path.join(directory, train.SUMMARY)
   if not os.path.exists(summary_path):
     if config.get("trained_dir") and tag == "trained":
       raise errors.ConfigError(f"config.trained_dir={directory!r}: no "
                                f"{train.SUMMARY} there (train it first)")
-    logging.info("training %s (%s) into %s", tag, config.model, directory)
-    train.train_and_evaluate(config, directory)
+    if devices.is_writer():
+      logging.info("training %s (%s) into %s", tag, config.model, directory)
+      train.train_and_evaluate(config, directory)
+    else:
+      wait_for(summary_path, f"process 0 to train {tag}")
   summary = io_utils.read_json(summary_path)
   model = train.restore_model(config, directory, in_channels)
   # What this workdir's results will be computed from: a model retrained or
   # replaced between a kill and the rerun is refused, not mixed in.
   workdir_lib.record_inputs(workdir, {f"model/{tag}": model_fingerprint(model, summary)})
   return model, summary
+
+
+def wait_for(path: str, what: str, *, poll_seconds: float = 2.0) -> None:
+  """Blocks until ``path`` exists: process i > 0 of a multi-process run
+  waiting for process 0's data or model (files on a shared filesystem; no
+  collective, which would time out during hours of training; a process 0
+  that dies ends the run through JAX's coordination service)."""
+  start = last = time.monotonic()
+  while not os.path.exists(path):
+    if time.monotonic() - last > 60:
+      last = time.monotonic()
+      logging.info("waiting for %s (%s, %.0f min)", what, path, (last - start) / 60)
+    time.sleep(poll_seconds)
+
+
+def training_config(config: ml_collections.ConfigDict, tag: str = "trained",
+                    **overrides: Any) -> ml_collections.ConfigDict:
+  """The config ``tag``'s model is trained with: ``config`` resolved, with
+  ``overrides``; ``model_weights`` and ``init_from`` kept for 'trained' only."""
+  # 'auto' fixed once, so every model of the run takes the same input map.
+  config = ml_collections.ConfigDict(config_lib.resolve(config).to_dict())
+  if tag != "trained":
+    config.update(model_weights=None, init_from=None)
+  config.update(overrides)
+  return config
+
+
+def training_directory(config: ml_collections.ConfigDict, workdir: str,
+                       tag: str) -> str:
+  """Where model ``tag`` of ``config`` (a :func:`training_config`) is trained:
+  ``config.trained_dir`` for 'trained' when set, else ``models_dir/tag``."""
+  # A study runs several tests in sub-folders; they share its models.
+  models_dir = config.get("models_dir") or os.path.join(workdir, "models")
+  return (config.trained_dir if config.get("trained_dir") and tag == "trained"
+          else os.path.join(models_dir, tag))
 
 
 def model_fingerprint(model: nnx.Module, training: dict[str, Any]) -> dict[str, Any]:

@@ -5,7 +5,9 @@ same data and compared their saliency maps of the same test images (SSIM): a
 method whose maps change with the training seed alone cannot be trusted to
 show where the abnormality is. Here ``config.replicates`` replicates of
 ``config.model`` are trained with seeds ``config.seed + r`` (replicate 0 is
-the ``trained`` model the other experiments share); every replicate explains
+the ``trained`` model the other experiments share), those not yet trained
+together in one vmapped step where they fit (:func:`train.train_seeds`);
+every replicate explains
 its own predicted class with the same noise key, and every pair of
 replicates is compared image by image.
 
@@ -35,11 +37,13 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from saliency_jax import devices
 from saliency_jax import errors
 from saliency_jax import io_utils
 from saliency_jax import results
 from saliency_jax import rng
 from saliency_jax import saliency
+from saliency_jax import train
 from saliency_jax.experiments import common
 from saliency_jax.experiments import runner
 from saliency_jax.metrics import stats
@@ -118,11 +122,37 @@ def trained_member(config: ml_collections.ConfigDict, directory: str, *,
 
 def train_replicates(config: ml_collections.ConfigDict, workdir: str,
                      in_channels: int) -> list[Member]:
-  """Every replicate, trained (or resumed) one after the other."""
+  """Every replicate: the unfinished ones trained at once, then each restored."""
+  train_unfinished(config, workdir)
   return [trained_member(config, workdir, name=f"seed{seed}", label=config.model,
                          tag=replicate_tag(config, seed), in_channels=in_channels,
                          seed=seed)
           for seed in replicate_seeds(config)]
+
+
+def train_unfinished(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Trains the replicates that have no training summary yet together
+  (:func:`train.train_seeds`: one vmapped step where they fit).
+
+  Replicate 0 stays with :func:`common.trained_model` when it is not trained
+  from scratch like the others (``config.model_weights``, ``init_from``) or
+  lives elsewhere (``config.trained_dir``).
+  """
+  seeds, directories, configs = [], [], []
+  for seed in replicate_seeds(config):
+    tag = replicate_tag(config, seed)
+    training = common.training_config(config, tag, seed=seed)
+    if tag == "trained" and any(training.get(k) for k in (
+        "model_weights", "init_from", "trained_dir")):
+      continue
+    directory = common.training_directory(training, workdir, tag)
+    if not os.path.exists(os.path.join(directory, train.SUMMARY)):
+      seeds.append(seed)
+      directories.append(directory)
+      configs.append(training)
+  # Process 0 trains; the others wait for its summaries (common.trained_model).
+  if seeds and devices.is_writer():  # their configs differ in the seed alone
+    train.train_seeds(configs[0], directories, seeds)
 
 
 # ---------------------------------------------------------------- scores ---
