@@ -29,7 +29,7 @@ from saliency_jax import errors
 
 # experiment name -> "module:function(config, workdir)"; imported lazily.
 EXPERIMENTS = {
-    "train": "saliency_jax.train:train_and_evaluate",
+    "train": "saliency_jax.train:run",
     "benchmark": "saliency_jax.experiments.benchmark:run",
     "cascade": "saliency_jax.experiments.cascade:run",
     "localization": "saliency_jax.experiments.localization:run",
@@ -37,6 +37,7 @@ EXPERIMENTS = {
     "repeatability": "saliency_jax.experiments.repeatability:run",
     "reproducibility": "saliency_jax.experiments.reproducibility:run",
     "study": "saliency_jax.experiments.study:run",
+    "aggregate": "saliency_jax.experiments.aggregate:run",
 }
 
 DATASETS = ("synthetic_cxr", "rsna_pneumonia", "siim_acr_pneumothorax", "image_folder")
@@ -81,6 +82,13 @@ def base_config() -> ml_collections.ConfigDict:
   # Saliency.
   c.methods = ("gradient",)
   c.num_images = 16
+  # Several processes (hosts) in one run: jax.distributed.initialize() with
+  # these (None: detected from SLURM, Cloud TPU, Kubernetes or MPI).
+  c.distributed = ml_collections.ConfigDict(dict(
+      enabled=False,
+      coordinator=config_dict.placeholder(str),  # 'host:port' of process 0
+      num_processes=config_dict.placeholder(int),
+      process_id=config_dict.placeholder(int)))
   return c
 
 
@@ -100,6 +108,9 @@ def train_config() -> ml_collections.ConfigDict:
       eval_every=100,
       checkpoint_every=100,
       keep_checkpoints=2,
+      # Several seeds (config.num_seeds, repeatability's replicates) in one
+      # vmapped step where they fit the device; False: one after another.
+      seeds_at_once=True,
   ))
 
 
@@ -119,8 +130,15 @@ def study_config() -> ml_collections.ConfigDict:
   c.preset = "arun2021"
   c.hparams = ml_collections.ConfigDict()  # per-method overrides of the preset
   c.targets = "predicted"  # or "true": the class each map explains
-  c.batch_size = config_dict.placeholder(int)  # None: the backend's default
+  # Model evaluations at once: an int, 'auto' (the most that fit
+  # memory_fraction of the device, read from the compiled program) or None
+  # (the backend's default: GPU/TPU 'auto', CPU 1 dispatched from Python).
+  c.batch_size = config_dict.placeholder(object)
   c.strategy = config_dict.placeholder(str)
+  c.memory_fraction = 0.75
+  # With several devices: split the images ('images') or the model states
+  # ('states': cascade stages, replicates) over them; 'auto': images.
+  c.shard_over = "auto"
   c.similarity = ("spearman", "ssim", "hog_spearman")
   c.localization = ("auprc", "dice", "soft_dice", "pointing_game",
                     "relevance_mass_accuracy")
@@ -259,6 +277,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _check_integer(key, _get(config, key), low=0, high=SEED_LIMIT,
                    what="a non-negative integer seed below 2**63")
   _check_weights(config)
+  if "distributed" in config:
+    check_distributed(config)
   if "train" in config:
     _check_train(config)
   if "preset" in config:
@@ -273,13 +293,61 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 
 def _check_benchmark(config: ml_collections.ConfigDict) -> None:
-  """The keys of ``config.benchmark`` that name or size what runs."""
+  """The keys of ``config.benchmark`` that name or size what runs.
+
+  Each of ``config.benchmark.settings`` overrides some of ``model``,
+  ``width``, ``image_size``, ``dtype`` and ``cascade_blocks``, and its image
+  size must meet the minima of its model and the methods.
+  """
   from saliency_jax.saliency import PRESETS  # pylint: disable=g-import-not-at-top
   _check_positive(config, ("num_images", "benchmark.repeats",
-                           "benchmark.matmul_size", "benchmark.in_channels"))
+                           "benchmark.matmul_size", "benchmark.in_channels",
+                           "benchmark.cascade_images"))
   _check_choice("benchmark.preset", config.benchmark.preset,
                 tuple(sorted(PRESETS)) + (None,))
   _check_hparams("benchmark.hparams", config.benchmark.hparams)
+  b = config.benchmark
+  if b.get("reference_images") is not None:
+    _check_integer("benchmark.reference_images", b.reference_images, low=1,
+                   what="None (every image) or a positive number of images")
+  keys = ("model", "width", "image_size", "dtype", "cascade_blocks")
+  for i, given in enumerate(b.get("settings") or ()):
+    key = f"benchmark.settings[{i}]"
+    if not isinstance(given, (dict, ml_collections.ConfigDict)):
+      raise errors.ConfigError(f"config.{key}={given!r}: expected a dict of some "
+                               f"of {keys}")
+    for name in given:
+      if name not in keys:
+        raise errors.ConfigError(f"config.{key}.{name}: unknown key; expected "
+                                 f"some of {keys}")
+    s = {"model": config.model, "width": config.width,
+         "image_size": config.image_size, "dtype": "float32",
+         "cascade_blocks": None, **dict(given)}
+    _check_choice(f"{key}.model", s["model"], MODELS)
+    _check_choice(f"{key}.dtype", s["dtype"], ("float32", "bfloat16"))
+    if (isinstance(s["width"], bool) or not isinstance(s["width"], numbers.Real)
+        or s["width"] <= 0):
+      raise errors.ConfigError(f"config.{key}.width={s['width']!r}: expected a "
+                               "positive number")
+    _check_integer(f"{key}.image_size", s["image_size"], low=1,
+                   what="a positive number of pixels")
+    if s["cascade_blocks"] is not None:
+      _check_integer(f"{key}.cascade_blocks", s["cascade_blocks"], low=1,
+                     what="None (every block of the model's cascade_order) or a "
+                          "positive count")
+    if config.get("model_weights") and (s["model"], s["width"]) != (
+        config.model, config.width):
+      raise errors.ConfigError(f"config.{key}: model {s['model']!r} x{s['width']} "
+                               f"is not config.model_weights' ({config.model!r} "
+                               f"x{config.width})")
+    sized = ml_collections.ConfigDict(config.to_dict())
+    sized.model, sized.width, sized.image_size = s["model"], s["width"], s["image_size"]
+    short = [n for n in _image_size_needs(sized) if s["image_size"] < n.pixels]
+    if short:
+      raise errors.ConfigError(
+          f"config.{key}.image_size={s['image_size']} is too small: "
+          + "; ".join(f"{n.who.replace('config.model', f'config.{key}.model')} "
+                      f"needs at least {n.pixels} px ({n.why})" for n in short))
 
 
 def _check_synthetic(config: ml_collections.ConfigDict) -> None:
@@ -607,6 +675,7 @@ def _check_study(config: ml_collections.ConfigDict) -> None:
   _check_choice("targets", config.targets, ("predicted", "true"))
   if config.strategy is not None:
     _check_choice("strategy", config.strategy, STRATEGIES)
+  _check_batching(config)
   if config.verdict_metric not in config.similarity:
     raise errors.ConfigError(f"config.verdict_metric={config.verdict_metric!r} must be "
                              f"one of config.similarity={tuple(config.similarity)}")
@@ -620,6 +689,46 @@ def _check_study(config: ml_collections.ConfigDict) -> None:
   if examples > config.num_images:
     raise errors.ConfigError(f"config.report.example_images={examples}: expected at "
                              f"most config.num_images={config.num_images}")
+
+
+SHARD_OVER = ("auto", "images", "states", "none")
+
+
+def _check_batching(config: ml_collections.ConfigDict) -> None:
+  """``batch_size``, ``memory_fraction`` and ``shard_over``."""
+  size = config.batch_size
+  if size is not None and size != "auto" and (
+      isinstance(size, bool) or not isinstance(size, int) or size < 1):
+    raise errors.ConfigError(f"config.batch_size={size!r}: expected a positive "
+                             "integer, 'auto' (the most that fit the device) or "
+                             "None (the backend's default)")
+  fraction = config.memory_fraction
+  if (isinstance(fraction, bool) or not isinstance(fraction, (int, float))
+      or not 0 < fraction <= 1):
+    raise errors.ConfigError(f"config.memory_fraction={fraction!r}: expected a "
+                             "number in (0, 1], the share of the device's memory "
+                             "a program may use")
+  _check_choice("shard_over", config.shard_over, SHARD_OVER)
+
+
+def check_distributed(config: ml_collections.ConfigDict) -> None:
+  """``config.distributed``: checked first, before JAX starts (main.run)."""
+  d = config.distributed
+  if not isinstance(d.enabled, bool):
+    raise errors.ConfigError(f"config.distributed.enabled={d.enabled!r}: expected "
+                             "True or False")
+  given = [k for k in ("coordinator", "num_processes", "process_id")
+           if d.get(k) is not None]
+  if given and not d.enabled:
+    raise errors.ConfigError(f"config.distributed.{given[0]} is set but "
+                             "config.distributed.enabled is False")
+  if d.num_processes is not None:
+    _check_integer("distributed.num_processes", d.num_processes, low=1,
+                   what="a positive number of processes")
+  if d.process_id is not None:
+    high = d.num_processes if d.num_processes is not None else None
+    _check_integer("distributed.process_id", d.process_id, low=0, high=high,
+                   what="a process index in [0, num_processes)")
 
 
 def load_file(path: str, preset: str | None = None) -> ml_collections.ConfigDict:

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import importlib
 import logging as std_logging
+import os
 import re
+import shutil
 import sys
+import tempfile
 
 from absl import app
 from absl import flags
+import ml_collections
 from absl import logging
 from ml_collections import config_flags
 
@@ -26,11 +30,12 @@ from saliency_jax import workdir as workdir_lib
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (configs/NAME.py[:preset]).",
     lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for results.")
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Directory for results (required unless the experiment has a "
+    "default: configs/aggregate.py writes into SWEEP_DIR/aggregate).")
 _TRACEBACK = flags.DEFINE_bool(
     "traceback", False, "Show the full traceback of the project's own errors "
     "(bad config, data, weights, workdir) instead of one line; for bug reports.")
-flags.mark_flags_as_required(["config", "workdir"])
 
 
 def validate(config):
@@ -47,18 +52,68 @@ def validate(config):
   return getattr(experiment, function)
 
 
-def run(config, workdir: str):
-  """Validates ``config`` once, takes ``workdir`` and runs its experiment."""
+def run(config, workdir: str | None):
+  """Validates ``config`` once, takes ``workdir`` and runs its experiment.
+
+  ``workdir`` None: the experiment's ``default_workdir(config)``, where it
+  has one (the aggregate of a sweep: ``SWEEP_DIR/aggregate``).
+  """
+  # JAX only now: a bad flag's one line should not wait for it.
+  from saliency_jax import devices  # pylint: disable=g-import-not-at-top
+  if "distributed" in config:
+    # Before anything else touches JAX: its backends start here.
+    config_lib.check_distributed(config)
+    devices.initialize(config.distributed)
   experiment = validate(config)
+  if workdir is None:
+    workdir = _default_workdir(config)
   config = config_lib.resolve(config)  # e.g. preprocessing='auto' made explicit
+  if not devices.is_writer():
+    return _follow(config, workdir, experiment)
   workdir_lib.check_usable(workdir)
   with workdir_lib.lock(workdir):
     workdir_lib.record_config(workdir, config)
     workdir_lib.record_inputs(workdir, workdir_lib.file_inputs(config))
     import jax  # pylint: disable=g-import-not-at-top
-    logging.info("JAX %s, backend %s, devices %s", jax.__version__,
-                 jax.default_backend(), jax.devices())
+    logging.info("JAX %s, backend %s, devices %s (process %d of %d)", jax.__version__,
+                 jax.default_backend(), jax.devices(), jax.process_index(),
+                 jax.process_count())
     return experiment(config, workdir)
+
+
+def _follow(config, workdir: str, experiment):
+  """Process i > 0 of a multi-process run: the same program, its files thrown away.
+
+  It computes its share of every sharded program with process 0, reads the
+  data and the models process 0 builds and trains (it waits for them: see
+  ``common.trained_model``) and writes what it must into a scratch folder
+  that is removed at the end; process 0 writes the results.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  if config.experiment == "train":
+    logging.info("process %d: training runs on process 0's devices; nothing to do",
+                 jax.process_index())
+    return None
+  scratch = tempfile.mkdtemp(prefix=f"saliency_jax_process{jax.process_index()}_")
+  if "models_dir" in config and not config.get("models_dir"):
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.models_dir = os.path.join(os.path.abspath(workdir), "models")
+  logging.info("process %d of %d: results are written by process 0 into %s",
+               jax.process_index(), jax.process_count(), workdir)
+  try:
+    with workdir_lib.lock(scratch):
+      workdir_lib.record_config(scratch, config)
+      workdir_lib.record_inputs(scratch, workdir_lib.file_inputs(config))
+      return experiment(config, scratch)
+  finally:
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _default_workdir(config) -> str:
+  module = importlib.import_module(config_lib.EXPERIMENTS[config.experiment].split(":")[0])
+  if not hasattr(module, "default_workdir"):
+    raise errors.WorkdirError("--workdir is required: the folder the results go to")
+  return module.default_workdir(config)
 
 
 def main(argv):
@@ -138,6 +193,8 @@ def _first_unknown(config, parts: list[str]) -> str | None:
 
 
 def entry_point():
+  # Here, not at import: launch/sweep.py shares these flags (--status needs no config).
+  flags.mark_flags_as_required(["config"])
   app.run(main, flags_parser=_flags_parser)
 
 

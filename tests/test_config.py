@@ -18,7 +18,8 @@ from saliency_jax.metrics import similarity
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Every config file and its presets ('' is the default).
 PRESETS = {
-    "benchmark": ("", "gpu", "quick"),
+    "aggregate": ("",),
+    "benchmark": ("", "gpu", "quick", "paper", "paper_quick"),
     "cascade": ("", "independent", "quick", "paper"),
     "label_randomization": ("", "quick", "paper"),
     "localization": ("", "quick", "paper"),
@@ -55,8 +56,10 @@ def test_every_config_file_has_its_presets_listed():
 def test_every_config_and_preset_validates(name, preset):
   config_lib.validate(_load(name, preset))
   with open(os.path.join(ROOT, "configs", f"{name}.py")) as f:
+    # The aggregate's workdir defaults to SWEEP_DIR/aggregate.
     assert f.readline().startswith(
-        f"# Run: python -m saliency_jax.main --config=configs/{name}.py --workdir=")
+        f"# Run: python -m saliency_jax.main --config=configs/{name}.py "
+        + ("--config.sweep_dir=" if name == "aggregate" else "--workdir="))
 
 
 # ------------------------------------------------------------------ presets ---

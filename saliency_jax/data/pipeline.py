@@ -10,10 +10,13 @@ bit-identical.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import importlib
 import inspect
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -86,17 +89,39 @@ def builder(name: str, *, data_dir: str | None, **builder_options: Any):
   b = _BUILDERS[name](data_dir, **builder_options)
   # data_path first: is_prepared() logs a warning for a missing directory.
   if not (b.data_path.exists() and b.is_prepared()):
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-    print(f"{name}: building {b.info.full_name} in {b.data_dir} ...", flush=True)
-    start = time.perf_counter()
-    b.download_and_prepare(file_format="array_record",
-                           download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
-    print(f"{name}: built {b.info.full_name} in {time.perf_counter() - start:.1f} s",
-          flush=True)
+    # Jobs of a sweep, or the processes of a multi-host run, may start at
+    # once on one data_dir: one builds, the others wait and then read.
+    with _build_lock(str(b.data_path)):
+      b = _BUILDERS[name](data_dir, **builder_options)
+      if not (b.data_path.exists() and b.is_prepared()):
+        import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+        print(f"{name}: building {b.info.full_name} in {b.data_dir} ...", flush=True)
+        start = time.perf_counter()
+        b.download_and_prepare(
+            file_format="array_record",
+            download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+        print(f"{name}: built {b.info.full_name} in {time.perf_counter() - start:.1f} s",
+              flush=True)
   if b.data_dir not in _REPORTED:
     _REPORTED.add(b.data_dir)
     _print_left_out(name, b.info.metadata or {}, b.data_dir)
   return b
+
+
+@contextlib.contextmanager
+def _build_lock(data_path: str):
+  """An exclusive lock beside the build's folder, held while it is built."""
+  os.makedirs(os.path.dirname(data_path) or ".", exist_ok=True)
+  fd = os.open(data_path.rstrip("/") + ".build.lock", os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+      print(f"waiting for another process building {data_path} ...", flush=True)
+      fcntl.flock(fd, fcntl.LOCK_EX)
+    yield
+  finally:
+    os.close(fd)
 
 
 def _print_left_out(name: str, metadata: dict[str, Any], data_dir: str) -> None:

@@ -36,13 +36,16 @@ import numpy as np
 from absl import logging
 
 from saliency_jax import data as data_lib
+from saliency_jax import devices
 from saliency_jax import io_utils
+from saliency_jax import memory
 from saliency_jax import results
 from saliency_jax import rng
 from saliency_jax import saliency
 from saliency_jax import workdir as workdir_lib
 from saliency_jax.experiments import common
 from saliency_jax.metrics import stats
+from saliency_jax.saliency import batching
 
 BASELINE_SUFFIX = "_different_images"
 
@@ -87,12 +90,15 @@ class Outcome:
       whose logits or raw maps were not finite.
     invalid: method -> why its verdicts cannot be computed (non-finite maps).
     targets: per state, the classes explained (N,).
+    batching: method -> how each group of states ran (strategy, batch size
+      chosen, devices), as recorded when its part was computed.
   """
   rows: list[dict[str, Any]]
   examples: dict[str, np.ndarray]
   health: dict[str, dict[str, dict[str, int]]]
   invalid: dict[str, str]
   targets: list[np.ndarray]
+  batching: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 # ------------------------------------------------------------------ states ---
@@ -137,18 +143,54 @@ def _groups(states: Sequence[ModelState]) -> list[list[int]]:
 
 def _raw_maps(config, states, groups, images, targets, method: str,
               hparams: dict[str, Any], key: jax.Array,
-              per_image: dict[str, Any]) -> jax.Array:
-  """Raw attributions (S, N, H, W, C) of every state."""
-  out = []
+              per_image: dict[str, Any]) -> tuple[jax.Array, list[dict[str, Any]]]:
+  """Raw attributions (S, N, H, W, C) of every state, and how each group ran."""
+  mesh, over = _mesh(config)
+  out, runs = [], []
   for group in groups:
     first = states[group[0]].explainee
     stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves),
                            *[states[i].explainee.state for i in group])
+    strategy, batch_size = _batching(config, first, stacked, images, method, hparams,
+                                     key, per_image, mesh, over)
+    runs.append({"states": [states[i].name for i in group], "strategy": strategy,
+                 "batch_size": batch_size, "requested_batch_size": config.get("batch_size"),
+                 "devices": 1 if mesh is None else mesh.size, "shard_over": over})
     out.append(saliency.explain_states(
         first, stacked, images, jnp.stack([targets[i] for i in group]),
-        method=method, key=key, batch_size=config.get("batch_size"),
-        strategy=config.get("strategy"), per_image=per_image, **hparams))
-  return jnp.concatenate(out) if len(out) > 1 else out[0]
+        method=method, key=key, batch_size=batch_size, strategy=strategy,
+        per_image=per_image, mesh=mesh, shard_over=over or "images", **hparams))
+  return (jnp.concatenate(out) if len(out) > 1 else out[0]), runs
+
+
+def _mesh(config: ml_collections.ConfigDict) -> tuple[Any, str | None]:
+  """The devices' mesh and what is split over it (None, None: one device)."""
+  over = config.get("shard_over", "auto")
+  if jax.device_count() == 1 or over == "none":
+    return None, None
+  return devices.mesh(), "images" if over == "auto" else over
+
+
+def _batching(config, explainee, stacked, images, method, hparams, key, per_image,
+              mesh, over) -> tuple[str, int | None]:
+  """(strategy, batch_size) for one group: ``config.batch_size='auto'`` (the
+  GPU/TPU default) resolved for one device's shard under
+  ``config.memory_fraction`` of its memory."""
+  strategy, size = batching.resolve(config.get("strategy"), config.get("batch_size"),
+                                    keep_auto=True)
+  if size != batching.AUTO:
+    return strategy, size
+  d = 1 if mesh is None else mesh.size
+  share = lambda n, split: -(-n // d) if split else n  # noqa: E731
+  local = lambda a, split: jax.ShapeDtypeStruct(  # noqa: E731
+      (share(a.shape[0], split),) + a.shape[1:], a.dtype)
+  return saliency.auto_batch_size(
+      explainee, local(images, over == "images"),
+      states=jax.tree.map(lambda a: local(a, over == "states"), stacked),
+      method=method, key=key, strategy=strategy,
+      per_image={k: local(jnp.asarray(v), over == "images")
+                 for k, v in per_image.items()},
+      budget=memory.budget(config.get("memory_fraction", memory.FRACTION)), **hparams)
 
 
 # ----------------------------------------------------------------- scoring ---
@@ -246,12 +288,15 @@ def run_methods(config: ml_collections.ConfigDict, workdir: str, *, experiment: 
       experiment, [(s.name, s.model, s.seed, s.stage) for s in states],
       [(c.a, c.b, c.suffix) for c in comparisons], ids)
   progress = common.Progress(experiment, len(names) * len(states) * len(ids))
-  parts, examples, health, invalid = [], {}, {}, {}
+  parts, examples, health, invalid, runs_of = [], {}, {}, {}, {}
   for m, name in enumerate(names):
     part_name = f"{experiment}-{name}"
     fingerprint = results.fingerprint_of(inputs, name)
     example_path = os.path.join(workdir, "maps", f"{part_name}.npy")
-    found = results.verified_part(workdir, part_name, fingerprint)
+    # Several processes compute every part: each must meet the others in
+    # the same sharded programs, whatever its own disk says.
+    found = (results.verified_part(workdir, part_name, fingerprint)
+             if jax.process_count() == 1 else None)
     if found is not None and not _example_maps_match(example_path, found[1]):
       found = None
     if found is not None:
@@ -261,9 +306,9 @@ def run_methods(config: ml_collections.ConfigDict, workdir: str, *, experiment: 
     else:
       method, hparams = (method_for(name) if method_for
                          else (name, common.method_hparams(config, name)))
-      raw = _raw_maps(config, states, groups, images, targets, method, hparams,
-                      jax.random.fold_in(key, m),
-                      common.segments_for(method, images_np["image"]))
+      raw, runs = _raw_maps(config, states, groups, images, targets, method, hparams,
+                            jax.random.fold_in(key, m),
+                            common.segments_for(method, images_np["image"]))
       finite_maps = np.asarray(jnp.isfinite(raw).all(axis=(-3, -2, -1)))
       maps = common.postprocess_batch(raw.reshape((-1,) + raw.shape[2:])
                                       ).reshape(raw.shape[:2] + raw.shape[2:4])
@@ -271,13 +316,14 @@ def run_methods(config: ml_collections.ConfigDict, workdir: str, *, experiment: 
                    states, comparisons, masks, ids)
       examples[name] = np.asarray(maps[:, :config.report.example_images])
       io_utils.atomic_write(example_path, lambda f: np.save(f, examples[name]))
-      manifest = {"states": [s.name for s in states],
+      manifest = {"states": [s.name for s in states], "batching": runs,
                   "maps_sha256": io_utils.sha256_file(example_path),
                   "nonfinite_logits": (~finite_logits).sum(axis=1).tolist(),
                   "nonfinite_maps": (~finite_maps).sum(axis=1).tolist()}
       results.write_part(workdir, part_name, part, fingerprint=fingerprint, **manifest)
       progress.update(len(states) * len(ids), name)
     parts.append(part)
+    runs_of[name] = manifest.get("batching")
     health[name] = {s: {"logits": int(l), "maps": int(n)} for s, l, n in zip(
         manifest["states"], manifest["nonfinite_logits"], manifest["nonfinite_maps"])}
     bad_maps = sum(manifest["nonfinite_maps"]) + sum(manifest["nonfinite_logits"])
@@ -287,7 +333,7 @@ def run_methods(config: ml_collections.ConfigDict, workdir: str, *, experiment: 
       logging.warning("%s %s: INVALID, %s", experiment, name, invalid[name])
   all_rows = results.write_results(workdir, parts)
   return Outcome(rows=all_rows, examples=examples, health=health, invalid=invalid,
-                 targets=[np.asarray(t) for t in targets])
+                 targets=[np.asarray(t) for t in targets], batching=runs_of)
 
 
 def _example_maps_match(path: str, manifest: dict[str, Any]) -> bool:
@@ -322,6 +368,7 @@ def summary_header(config: ml_collections.ConfigDict, experiment: str,
       "nonfinite": {m: dict(_nonzero(h)) for m, h in outcome.health.items()
                     if _nonzero(h)},
       "invalid": dict(outcome.invalid),
+      "batching": dict(outcome.batching),
   }
   if "similarity" in config:
     header["similarity"] = list(config.similarity)

@@ -21,7 +21,7 @@ from saliency_jax.saliency import (controls, gradcam, gradient,
                                    occlusion, postprocess, presets, smoothgrad,
                                    smoothgrad_ig)
 from saliency_jax.saliency.batching import DEFAULT_STRATEGY, STRATEGIES
-from saliency_jax.saliency.explain import explain, explain_states
+from saliency_jax.saliency.explain import auto_batch_size, explain, explain_states
 from saliency_jax.saliency.explainee import (Explainee, as_explainee,
                                              from_model, from_state)
 from saliency_jax.saliency.presets import PRESETS, hparams_for
@@ -72,6 +72,6 @@ METHODS: dict[str, Callable[..., Any]] = {
 
 __all__ = [
     "DEFAULT_STRATEGY", "Explainee", "METHODS", "PRESETS", "STRATEGIES",
-    "as_explainee", "explain", "explain_states", "from_model", "from_state",
+    "as_explainee", "auto_batch_size", "explain", "explain_states", "from_model", "from_state",
     "hparams_for", "postprocess",
 ]

@@ -39,42 +39,51 @@ import jax.numpy as jnp
 import numpy as np
 
 STRATEGIES = ("vectorized", "scan", "dispatch")
+AUTO = "auto"
 
 # (strategy, batch_size) per backend, used when the caller passes no strategy.
 # CPU: XLA's batched and in-loop convolution gradients cost ~1.8x per image
 # what batch-1 calls dispatched from Python cost (measured), so dispatch one
-# evaluation per call. GPU/TPU: one vectorized program. The benchmark
-# (configs/benchmark.py) is where these get re-measured and set.
-DEFAULT_STRATEGY: dict[str, tuple[str, int | None]] = {
+# evaluation per call. GPU/TPU: one vectorized program when it fits the
+# device's memory, else the largest chunk that fits ('auto', resolved by
+# ``explain`` from the compiled program's memory; not measured on a GPU yet).
+# The benchmark (configs/benchmark.py) is where these get re-measured and set.
+DEFAULT_STRATEGY: dict[str, tuple[str, int | str | None]] = {
     "cpu": ("dispatch", 1),
-    "gpu": ("vectorized", None),
-    "tpu": ("vectorized", None),
+    "gpu": ("vectorized", AUTO),
+    "tpu": ("vectorized", AUTO),
 }
 
 STRATEGY_ERROR = "strategy: expected one of {choices} or None, got {value!r}"
-BATCH_SIZE_ERROR = "batch_size: expected a positive int or None, got {value!r}"
+BATCH_SIZE_ERROR = ("batch_size: expected a positive int, 'auto' or None, got "
+                    "{value!r}")
 
 Static = tuple[tuple[str, Any], ...]
 
 
-def resolve(strategy: str | None,
-            batch_size: int | None) -> tuple[str, int | None]:
+def resolve(strategy: str | None, batch_size: int | str | None, *,
+            keep_auto: bool = False) -> tuple[str, int | str | None]:
   """The (strategy, batch_size) to run with.
 
   ``strategy=None`` takes this backend's :data:`DEFAULT_STRATEGY`, whose batch
   size applies unless ``batch_size`` is given. With an explicit strategy,
-  ``batch_size=None`` means every evaluation at once.
+  ``batch_size=None`` means every evaluation at once. ``'auto'`` (the largest
+  batch that fits the device, chosen over a batch of images by
+  :func:`~saliency_jax.saliency.explain.auto_batch_size`) is kept when
+  ``keep_auto``; a method called on one image runs its evaluations at once.
   """
-  if batch_size is not None and (isinstance(batch_size, bool) or
-                                 not isinstance(batch_size, (int, np.integer))
-                                 or batch_size < 1):
+  if batch_size is not None and batch_size != AUTO and (
+      isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
+      or batch_size < 1):
     raise ValueError(BATCH_SIZE_ERROR.format(value=batch_size))
   if strategy is None:
-    default, default_size = DEFAULT_STRATEGY.get(jax.default_backend(),
-                                                 ("vectorized", None))
-    return default, default_size if batch_size is None else int(batch_size)
-  if strategy not in STRATEGIES:
+    strategy, default_size = DEFAULT_STRATEGY.get(jax.default_backend(),
+                                                  ("vectorized", AUTO))
+    batch_size = default_size if batch_size is None else batch_size
+  elif strategy not in STRATEGIES:
     raise ValueError(STRATEGY_ERROR.format(choices=STRATEGIES, value=strategy))
+  if batch_size == AUTO:
+    return strategy, AUTO if keep_auto else None
   return strategy, None if batch_size is None else int(batch_size)
 
 
@@ -258,9 +267,16 @@ def _program(operands, samples, *, fn, static, chunk, strategy, stack):
     out = jax.lax.map(lambda c: body(*c), (chunks, mask))
     return jax.tree.map(lambda o: o.reshape(m * chunk, *o.shape[2:])[:n], out)
   first = jax.tree.map(lambda s: s[0], chunks)
-  zeros = jax.tree.map(lambda o: jnp.zeros(o.shape, o.dtype),
-                       jax.eval_shape(body, first, mask[0]))
+  zeros = jax.tree.map(_zeros, jax.eval_shape(body, first, mask[0]))
   def step(acc, c):
     return jax.tree.map(jnp.add, acc, body(*c)), None
 
   return jax.lax.scan(step, zeros, (chunks, mask))[0]
+
+
+def _zeros(like: jax.ShapeDtypeStruct) -> jax.Array:
+  """Zeros of ``like``'s shape and dtype, varying over the same mesh axes
+  (inside ``shard_map`` a scan's carry must keep its type)."""
+  zeros = jnp.zeros(like.shape, like.dtype)
+  varying = getattr(getattr(like, "manual_axis_type", None), "varying", None)
+  return jax.lax.pcast(zeros, tuple(varying), to="varying") if varying else zeros
