@@ -46,3 +46,13 @@ def get_config(arg: str | None = None):
     raise ValueError(f"configs/cascade.py: unknown preset {arg!r}; expected "
                      "'independent', 'quick' or 'paper'")
   return c
+
+
+def sweep(arg: str | None = None):
+  """Replicates for launch/sweep.py: the test for training seeds 0..4 (``arg``: the preset).
+
+  Each job trains its own model; aggregate with configs/aggregate.py.
+  """
+  del arg  # the same seeds for every preset
+  for seed in range(5):
+    yield {"seed": seed}

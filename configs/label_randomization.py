@@ -61,3 +61,10 @@ def get_config(arg: str | None = None):
     raise ValueError(f"configs/label_randomization.py: unknown preset {arg!r}; "
                      "expected 'quick' or 'paper'")
   return c
+
+
+def sweep(arg: str | None = None):
+  """Replicates for launch/sweep.py: the test for seeds 0..4 (both models trained per seed)."""
+  del arg  # the same seeds for every preset
+  for seed in range(5):
+    yield {"seed": seed}

@@ -39,3 +39,19 @@ def get_config(arg: str | None = None):
   c.experiment = "study"
   c.study = ml_collections.ConfigDict(dict(tests=study.TESTS))
   return c
+
+
+def sweep(arg: str | None = None):
+  """Both architectures of the study as the model under test, seeds 0..2.
+
+  For launch/sweep.py (``arg``: the preset): the preset's ``model`` (A) and
+  ``other_model`` (B, reproducibility's second architecture) as they are,
+  then swapped, each for training seeds 0, 1 and 2; aggregate with
+  configs/aggregate.py (one condition per architecture).
+  """
+  c = get_config(arg)
+  swapped = {"model": c.other_model, "width": c.other_width,
+             "other_model": c.model, "other_width": c.width}
+  for architecture in ({}, swapped):
+    for seed in range(3):
+      yield {**architecture, "seed": seed}

@@ -15,6 +15,7 @@ In Python, :func:`load` reads a workdir back as pandas DataFrames.
 
 from __future__ import annotations
 
+import collections
 import csv
 import io
 import json
@@ -124,6 +125,42 @@ def write_results(workdir: str, part_rows: Iterable[list[Row]]) -> list[Row]:
   all_rows = [r for part in part_rows for r in part]
   io_utils.write_text(os.path.join(workdir, "results.csv"), csv_text(all_rows))
   return all_rows
+
+
+def results_problem(workdir: str) -> str | None:
+  """Why ``workdir/results.csv`` cannot be trusted as read, or None.
+
+  Read from outside the run that wrote it (a sweep's status, its aggregate):
+  every part's CSV must have its manifest's SHA-256 and row count, and
+  ``results.csv`` must hold exactly the parts' rows (as multisets of lines).
+  The inputs' fingerprint is checked by the run itself (:func:`verified_part`).
+  """
+  path = os.path.join(workdir, "results.csv")
+  if not os.path.exists(path):
+    return "no results.csv"
+  parts_dir = os.path.join(workdir, "parts")
+  names = sorted(n[:-len(".json")] for n in (os.listdir(parts_dir)
+                                             if os.path.isdir(parts_dir) else ())
+                 if n.endswith(".json"))
+  expected: collections.Counter = collections.Counter()
+  for name in names:
+    try:
+      manifest = io_utils.read_json(manifest_path(workdir, name))
+      with open(part_path(workdir, name), "rb") as f:
+        data = f.read()
+    except (OSError, ValueError) as e:
+      return f"part {name}: unreadable ({e})"
+    lines = data.decode(errors="replace").splitlines()[1:]
+    if (io_utils.sha256_bytes(data) != manifest.get("sha256")
+        or len(lines) != manifest.get("rows")):
+      return f"part {name} does not match its manifest (damaged or edited)"
+    expected.update(lines)
+  with open(path, "rb") as f:
+    found = collections.Counter(f.read().decode(errors="replace").splitlines()[1:])
+  if found != expected:
+    return (f"results.csv does not hold the rows of its {len(names)} verified parts "
+            "(cut, edited or from another run)")
+  return None
 
 
 # -------------------------------------------------------------- selection ---

@@ -65,6 +65,30 @@ def lock(workdir: str) -> Iterator[None]:
     os.close(fd)  # closing drops the flock
 
 
+def lock_holder(workdir: str) -> str | None:
+  """The PID of the run holding ``workdir``'s lock (as it wrote it), or None.
+
+  Probes without waiting: a shared lock taken and dropped at once. A run
+  that tries to start in that instant is refused as if another held the
+  workdir (it says so and can simply be started again).
+  """
+  path = os.path.join(workdir, LOCK)
+  try:
+    fd = os.open(path, os.O_RDONLY)
+  except FileNotFoundError:
+    return None
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as e:
+      if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+        raise
+      return os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+    return None
+  finally:
+    os.close(fd)
+
+
 def record_config(workdir: str, config: ml_collections.ConfigDict) -> None:
   """Writes ``config.json``; refuses a workdir that holds a run with other settings."""
   resolved = config.to_json_best_effort(indent=2, sort_keys=True) + "\n"
