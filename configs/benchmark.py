@@ -1,24 +1,37 @@
 # Run: python -m saliency_jax.main --config=configs/benchmark.py --workdir=/tmp/saliency_jax/benchmark
-"""Speed of the saliency methods: maps/s per strategy and batch size, vs a
-PAIR-style loop (one jitted call per sample or step) in the same run.
+"""Speed of the saliency methods: maps/s per setting (model, image size,
+dtype), strategy and batch size, vs a PAIR-style loop (one jitted call per
+sample or step) in the same run, and the time of one whole cascade study.
 
 Presets (``--config=configs/benchmark.py:NAME``):
-  (none)  small CNN (width 0.25, the default trained model) at 128 px on 2
-          random images; SmoothGrad and IG at their shipped defaults (25
-          samples, 25 steps), SmoothGrad-IG at 5 x 5, occlusion with a 32 px
-          window every 16 px (50 forward passes per map); 3 strategies x
-          batch sizes 1, 4, 16. 6-7 minutes on a 2-core CPU shared with other
-          jobs, most of it compiling (``vectorized`` unrolls every chunk).
-          This is the run that sets ``DEFAULT_STRATEGY['cpu']``.
-  gpu     InceptionV3 (width 1.0) at 299 px, the paper's settings (preset
-          ``arun2021``: SmoothGrad 25 samples squared, IG 10 steps from the
-          black baseline, so SmoothGrad-IG makes 250 gradients per map), 8
-          images, batch sizes up to all at once; for a GPU/TPU. Not run yet:
-          the reference loop runs after every timed call and is the slow
-          side there (SmoothGrad-IG: 2000 jitted calls per run).
-  quick   tiny model at 32 px, SmoothGrad and IG with 2 and 4 evaluations,
-          two strategies; seconds of work (mostly compiling), for the tests.
-Any key can be overridden, e.g. ``--config.benchmark.batch_sizes='(1, 8)'``.
+  (none)      small CNN (width 0.25, the default trained model) at 128 px on
+              2 random images; SmoothGrad and IG at their shipped defaults
+              (25 samples, 25 steps), SmoothGrad-IG at 5 x 5, occlusion with
+              a 32 px window every 16 px (50 forward passes per map); 3
+              strategies x batch sizes 1, 4, 16. 6-7 minutes on a 2-core CPU
+              shared with other jobs, most of it compiling (``vectorized``
+              unrolls every chunk). This is the run that sets
+              ``DEFAULT_STRATEGY['cpu']``.
+  paper       the journal paper's study on a GPU: InceptionV3 at 299 and
+              320 px and DenseNet121 at 224 px, each in float32 and bfloat16;
+              the paper's 8 methods at its settings (preset ``arun2021``) on
+              64 images, batch size ``'auto'`` (the most that fit the
+              device's memory); one cascade study = 12 stages for InceptionV3
+              (the trained model, then predictions, mixed10 .. mixed1
+              randomized, as configs/cascade.py:paper), 11 for DenseNet121
+              (every block) x 8 methods x 100 images. The reference loop runs
+              on 2 images. This is the run that sets the GPU defaults.
+  gpu         InceptionV3 (width 1.0) at 299 px, the paper's settings, 8
+              images, batch sizes 64, 256 and all at once, 3 strategies.
+  quick       tiny model at 32 px, SmoothGrad and IG with 2 and 4
+              evaluations, two strategies; seconds of work (mostly
+              compiling), for the tests.
+  paper_quick ``paper``'s path on a tiny model: two settings (float32 and
+              bfloat16) of the small CNN at 16 px, gradient and XRAI on 2
+              images, batch size 'auto', a cascade study, the memory of each
+              row's program; for the tests.
+Any key can be overridden, e.g. ``--config.benchmark.batch_sizes='(1, 8)'``
+or ``--config.benchmark.settings="({'dtype': 'bfloat16'},)"``.
 Writes ``benchmark.json``, ``report.md`` and ``figures/benchmark.png``.
 """
 
@@ -33,6 +46,11 @@ from saliency_jax import config as config_lib
 def benchmark_config() -> ml_collections.ConfigDict:
   """The ``config.benchmark`` block: what is swept and how it is timed."""
   return ml_collections.ConfigDict(dict(
+      # Each a dict overriding some of model, width, image_size (config's),
+      # dtype ('float32' or 'bfloat16'; default 'float32') and cascade_blocks
+      # (blocks of the model's cascade_order a cascade study randomizes;
+      # None: all). Empty: config's model, width and size in float32.
+      settings=(),
       # method -> hyper-parameters over the preset's (or the method's own
       # defaults); methods not listed run with those defaults.
       hparams=ml_collections.ConfigDict(dict(
@@ -41,11 +59,18 @@ def benchmark_config() -> ml_collections.ConfigDict:
       )),
       preset=config_dict.placeholder(str),  # a saliency.PRESETS name or None
       strategies=("dispatch", "scan", "vectorized"),
-      batch_sizes=(1, 4, 16),  # None would mean every evaluation at once
+      # None would mean every evaluation at once; 'auto' the most that fit
+      # the device's memory (the size chosen is recorded per row).
+      batch_sizes=(1, 4, 16),
       repeats=3,          # steady-state calls per setting (median reported)
       min_seconds=0.5,    # ... and more calls until they take this long
       reference=True,     # also time the PAIR-style loop
-      matmul_size=2048,   # the f32 matmul that measures peak FLOP/s
+      reference_images=config_dict.placeholder(int),  # its images; None: all
+      cascade_images=100,  # images of one cascade study (its time is reported)
+      # Where the device reports no memory (the CPU): compile each row's
+      # program once more to read its bytes from XLA.
+      memory_analysis=False,
+      matmul_size=2048,   # the matmul that measures peak FLOP/s, per dtype
       in_channels=1,      # grayscale, like the phantoms
   ))
 
@@ -58,7 +83,25 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.methods = ("gradient", "smoothgrad", "integrated_gradients",
                "smoothgrad_ig", "gradcam", "guided_backprop", "occlusion")
   c.benchmark = benchmark_config()
-  if arg == "gpu":
+  if arg == "paper":
+    c.model, c.width, c.image_size = "inception_v3", 1.0, 299
+    c.num_images = 64
+    c.methods = config_lib.PAPER_METHODS
+    c.benchmark.settings = tuple(
+        dict(model=model, image_size=size, dtype=dtype, cascade_blocks=blocks)
+        for model, size, blocks in (("inception_v3", 299, 11),
+                                    ("inception_v3", 320, 11),
+                                    ("densenet121", 224, None))
+        for dtype in ("float32", "bfloat16"))
+    c.benchmark.preset = "arun2021"
+    c.benchmark.hparams = ml_collections.ConfigDict()
+    c.benchmark.strategies = ("vectorized",)
+    c.benchmark.batch_sizes = ("auto",)
+    c.benchmark.min_seconds = 2.0
+    c.benchmark.reference_images = 2
+    c.benchmark.memory_analysis = True
+    c.benchmark.matmul_size = 8192
+  elif arg == "gpu":
     c.model, c.width, c.image_size = "inception_v3", 1.0, 299
     c.num_images = 8
     c.methods = c.methods + ("guided_gradcam",)
@@ -81,7 +124,23 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.benchmark.repeats = 2
     c.benchmark.min_seconds = 0.0
     c.benchmark.matmul_size = 256
+  elif arg == "paper_quick":
+    c.model, c.width, c.image_size = "small_cnn", 0.125, 16
+    c.num_images = 2
+    c.methods = ("gradient", "xrai")
+    c.benchmark.settings = (dict(dtype="float32", cascade_blocks=2),
+                            dict(dtype="bfloat16", cascade_blocks=2))
+    c.benchmark.preset = "arun2021"
+    c.benchmark.hparams = ml_collections.ConfigDict(dict(xrai=dict(steps=2)))
+    c.benchmark.strategies = ("vectorized",)
+    c.benchmark.batch_sizes = ("auto",)
+    c.benchmark.repeats = 1
+    c.benchmark.min_seconds = 0.0
+    c.benchmark.reference_images = 1
+    c.benchmark.cascade_images = 10
+    c.benchmark.memory_analysis = True
+    c.benchmark.matmul_size = 128
   elif arg:
     raise ValueError(f"configs/benchmark.py: unknown preset {arg!r}; expected "
-                     "'gpu' or 'quick'")
+                     "'paper', 'gpu', 'quick' or 'paper_quick'")
   return c

@@ -7,10 +7,18 @@ import math
 import os
 import statistics
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
+from flax import nnx
 
 from saliency_jax import config as config_lib
+from saliency_jax import errors
 from saliency_jax import main as main_lib
+from saliency_jax import memory
+from saliency_jax import models
+from saliency_jax import saliency
 from saliency_jax.experiments import benchmark
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -18,8 +26,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
 CONFIG = os.path.join(ROOT, "configs", "benchmark.py")
 
 
-def _quick_config():
-  return config_lib.load_file(CONFIG, "quick")
+def _quick_config(preset="quick"):
+  return config_lib.load_file(CONFIG, preset)
 
 
 @pytest.fixture(scope="module")
@@ -42,12 +50,17 @@ def test_quick_run_writes_json_report_and_plot(quick):
   assert os.path.getsize(os.path.join(workdir, "figures", "benchmark.png")) > 0
   assert os.path.exists(os.path.join(workdir, "report.md"))
   assert os.path.exists(os.path.join(workdir, "config.json"))
-  assert set(results) >= {"environment", "setup", "matmul", "methods", "rows",
-                          "best", "default_strategy_in_effect"}
+  assert set(results) >= {"environment", "setup", "matmul", "settings", "rows",
+                          "default_strategy_in_effect"}
   assert results["environment"]["backend"] == "cpu"
-  assert _positive(results["matmul"]["flops_per_s"])
+  assert list(results["matmul"]) == ["float32"]
+  assert _positive(results["matmul"]["float32"]["flops_per_s"])
   assert results["setup"]["methods"] == list(config.methods)
-  assert set(results["methods"]) == set(config.methods)
+  # No settings listed: config's model, width and size in float32.
+  (info,) = results["settings"]
+  assert (info["model"], info["width"], info["image_size"], info["dtype"]) == (
+      config.model, config.width, config.image_size, "float32")
+  assert set(info["methods"]) == set(config.methods)
   want = {(m, s, b) for m in config.methods
           for s in config.benchmark.strategies
           for b in config.benchmark.batch_sizes}
@@ -66,21 +79,25 @@ def test_rows_are_finite_and_positive(quick):
                 "corrected_maps_per_s"):
       assert _positive(r[key]), (key, r)
     assert r["steady_min_s"] <= r["steady_s"]
-    info = results["methods"][r["method"]]
+    assert r["chosen_batch_size"] == r["batch_size"]  # none was 'auto'
+    info = results["settings"][0]["methods"][r["method"]]
     assert r["maps_per_s"] == pytest.approx(config.num_images / r["steady_s"])
     assert r["evaluations_per_s"] == pytest.approx(
         r["maps_per_s"] * info["evaluations_per_map"])
     assert r["flops_per_s"] == pytest.approx(
         r["maps_per_s"] * info["flops_per_map"])
     assert r["peak_bytes"] is None  # the CPU reports no device memory
+    assert r["program_bytes"] is None  # and memory_analysis is off here
 
 
 def test_evaluations_and_flops_follow_the_hparams(quick):
   _, _, _, results = quick
-  methods = results["methods"]
+  methods = results["settings"][0]["methods"]
   assert methods["smoothgrad"]["evaluations_per_map"] == 2
   assert methods["integrated_gradients"]["evaluations_per_map"] == 4
-  # Four gradients cost about twice two (XLA's count, not a timing).
+  # Four gradients cost about twice two (XLA's count, not a timing), counted
+  # from the program lowered for the CPU, without compiling it.
+  assert {m["flops_source"] for m in methods.values()} == {"lowered"}
   ratio = (methods["integrated_gradients"]["flops_per_map"] /
            methods["smoothgrad"]["flops_per_map"])
   assert 1.6 < ratio < 2.4
@@ -89,7 +106,8 @@ def test_evaluations_and_flops_follow_the_hparams(quick):
 def test_reference_ratio_is_against_the_loop_of_the_same_run(quick):
   _, _, _, results = quick
   repeats = results["setup"]["repeats"]
-  for name, info in results["methods"].items():
+  methods = results["settings"][0]["methods"]
+  for name, info in methods.items():
     ref = info["reference"]
     rows = [r for r in results["rows"] if r["method"] == name]
     # One reference run after each timed call of each row, all summarized.
@@ -110,9 +128,8 @@ def test_reference_ratio_is_against_the_loop_of_the_same_run(quick):
       assert r["corrected_maps_per_s"] == pytest.approx(
           r["reference_ratio"] * ref["maps_per_s"])
   # The loop computed the same maps as ours (noise aside).
-  assert results["methods"]["smoothgrad"]["reference"][
-      "max_relative_difference"] is None
-  assert results["methods"]["integrated_gradients"]["reference"][
+  assert methods["smoothgrad"]["reference"]["max_relative_difference"] is None
+  assert methods["integrated_gradients"]["reference"][
       "max_relative_difference"] < 1e-4
 
 
@@ -125,8 +142,8 @@ def test_reference_ratios_of_paired_times():
 
 def test_best_recorded_is_the_fastest_row(quick):
   _, _, _, results = quick
-  assert results["best"] == {**benchmark.best_settings(results["rows"]),
-                             "backend": "cpu"}
+  assert results["settings"][0]["best"] == {
+      **benchmark.best_settings(results["rows"]), "backend": "cpu"}
   table = benchmark.format_table(results)
   assert "best overall on cpu" in table and "reference" in table
 
@@ -197,7 +214,306 @@ def test_bad_benchmark_settings_fail_before_measuring(tmp_path, key, value,
 
 
 def test_presets_validate():
-  for preset in ("gpu", "quick"):
+  for preset in ("gpu", "quick", "paper", "paper_quick"):
     main_lib.validate(config_lib.load_file(CONFIG, preset))
   with pytest.raises(ValueError, match="unknown preset 'bogus'"):
     config_lib.load_file(CONFIG, "bogus")
+
+
+# --- several settings, bfloat16, batch_size 'auto', the cascade study ------
+
+# What the stand-in for the memory search answers: not what the rows asked
+# for ('vectorized', 'auto'), so the rows show they ran the choice.
+CHOSEN = ("scan", 1)
+
+
+@pytest.fixture(scope="module")
+def paper_quick(tmp_path_factory):
+  """One ``:paper_quick`` run: 2 settings (float32, bfloat16) x gradient and
+  XRAI, batch size 'auto'. The memory search is stood in for (its own
+  tests are saliency's; it compiles several programs per row); it refuses
+  XRAI in float32 as a device too small would, to show a failed row."""
+  workdir = str(tmp_path_factory.mktemp("benchmark_paper_quick"))
+  config = _quick_config("paper_quick")
+  # One more compile per row: tested once, below.
+  config.benchmark.memory_analysis = False
+  calls = []
+
+  def choose(explainee, images, *, method, hparams, strategy, key=None,
+             per_image=None):
+    calls.append((method, str(images.dtype), strategy,
+                  None if per_image is None else sorted(per_image)))
+    if method == "xrai" and images.dtype == jnp.float32:
+      raise memory.DoesNotFitError("xrai: one evaluation at a time needs "
+                                   "more than the budget")
+    return CHOSEN
+
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(benchmark, "chosen_batch_size", choose)
+    results = main_lib.run(config, workdir)
+  return workdir, config, results, calls
+
+
+def _setting(results, dtype):
+  (info,) = [s for s in results["settings"] if s["dtype"] == dtype]
+  return info
+
+
+def test_every_setting_and_method_has_a_row(paper_quick):
+  workdir, config, results, calls = paper_quick
+  with open(os.path.join(workdir, "benchmark.json")) as f:
+    assert json.load(f)["rows"] == results["rows"]
+  names = ["small_cnn x0.125 16px float32", "small_cnn x0.125 16px bfloat16"]
+  assert results["setup"]["settings"] == names
+  assert [s["name"] for s in results["settings"]] == names
+  assert list(results["matmul"]) == ["float32", "bfloat16"]
+  assert [(r["setting"], r["method"]) for r in results["rows"]] == [
+      (s, m) for s in names for m in config.methods]
+  # The search was asked once per row, in the setting's dtype, with XRAI's
+  # segments.
+  assert calls == [("gradient", "float32", "vectorized", None),
+                   ("xrai", "float32", "vectorized", ["segments"]),
+                   ("gradient", "bfloat16", "vectorized", None),
+                   ("xrai", "bfloat16", "vectorized", ["segments"])]
+  failed, *ran = sorted(results["rows"], key=lambda r: "error" not in r)
+  assert (failed["method"], failed["dtype"]) == ("xrai", "float32")
+  assert failed["error"].startswith("DoesNotFitError: xrai")
+  assert failed["maps_per_s"] is None and failed["chosen_batch_size"] == "auto"
+  for r in ran:  # the run went on after the failed row
+    assert "error" not in r
+    assert (r["batch_size"], r["chosen_strategy"], r["chosen_batch_size"]) == (
+        "auto", *CHOSEN)
+    assert r["choose_s"] >= 0
+    assert r["maps_per_s"] == pytest.approx(config.num_images / r["steady_s"])
+    # FLOP/s against the matmul of the row's own dtype.
+    assert r["peak_fraction"] == pytest.approx(
+        r["flops_per_s"] / results["matmul"][r["dtype"]]["flops_per_s"])
+    assert r["peak_bytes"] is None  # the CPU reports no device memory
+  table = benchmark.format_table(results)
+  assert "auto:1" in table and "failed: DoesNotFitError" in table
+
+
+def test_reference_ratio_is_per_image(paper_quick):
+  # The loop explains the first image only, our calls both images.
+  _, config, results, _ = paper_quick
+  assert config.benchmark.reference_images == 1 < config.num_images
+  for r in results["rows"]:
+    if r["method"] == "gradient":
+      assert r["reference_ratio"] == pytest.approx(statistics.median(
+          [ref / (t / config.num_images)
+           for ref, t in zip(r["reference_times"], r["times"])]))
+  ref = _setting(results, "float32")["methods"]["gradient"]["reference"]
+  assert ref["images"] == 1
+  assert ref["maps_per_s"] == pytest.approx(1 / ref["steady_s"])
+
+
+def test_cascade_study_is_stages_times_images_over_the_rates(paper_quick):
+  _, config, results, _ = paper_quick
+  images = config.benchmark.cascade_images
+  complete = _setting(results, "bfloat16")
+  stages = complete["cascade_stages"]
+  assert stages == 2 + 1  # the trained model and 2 randomized blocks
+  rates = {m: b["maps_per_s"]
+           for m, b in complete["best"]["per_method"].items()}
+  assert set(rates) == {"gradient", "xrai"}
+  segments = images * complete["segments_s_per_image"]
+  assert _positive(segments)
+  assert complete["cascade_study_basis"].startswith("rates: 3 stages x 10 images")
+  assert "XRAI's segments once per image" in complete["cascade_study_basis"]
+  assert _positive(complete["cascade_study_seconds"])
+  assert complete["cascade_study_seconds"] == pytest.approx(
+      sum(stages * images / rate for rate in rates.values()) + segments)
+  # The reference loop: gradient only (none for XRAI).
+  ref = complete["methods"]["gradient"]["reference"]["maps_per_s"]
+  assert complete["reference_cascade_study_methods"] == ["gradient"]
+  assert complete["reference_cascade_study_seconds"] == pytest.approx(
+      stages * images / ref)
+  assert complete["cascade_study_speedup"] == pytest.approx(
+      rates["gradient"] / ref)
+  # A method without a row that ran leaves the study without a time.
+  partial = _setting(results, "float32")
+  assert partial["cascade_study_missing"] == ["xrai"]
+  assert partial["cascade_study_seconds"] is None
+  assert "one cascade study (3 stages x 10 images x 2 methods)" in (
+      benchmark.format_table(results))
+
+
+def test_cascade_study_of_known_rates():
+  # 12 stages x 100 images: a at 2 maps/s (reference loop 1 map/s), b at 4,
+  # XRAI at 1 plus 0.5 s of segments per image; neither has a reference loop.
+  info = {"cascade_stages": 12, "segments_s_per_image": 0.5,
+          "best": {"per_method": {"a": {"maps_per_s": 2.0},
+                                  "b": {"maps_per_s": 4.0},
+                                  "xrai": {"maps_per_s": 1.0}}},
+          "methods": {"a": {"reference": {"maps_per_s": 1.0}},
+                      "b": {"reference": None}, "xrai": {"reference": None}}}
+  study = benchmark.cascade_study(info, 100)
+  assert study["cascade_study_method_seconds"] == {"a": 600.0, "b": 300.0,
+                                                   "xrai": 1200.0}
+  assert study["cascade_study_segments_seconds"] == 50.0
+  assert study["cascade_study_seconds"] == 2150.0
+  assert study["reference_cascade_study_seconds"] == 1200.0
+  assert study["reference_cascade_study_methods"] == ["a"]
+  assert study["cascade_study_speedup"] == 2.0  # a: 1200 s against 600 s
+  del info["best"]["per_method"]["b"]  # b's rows all failed
+  study = benchmark.cascade_study(info, 100)
+  assert study["cascade_study_seconds"] is None
+  assert study["cascade_study_missing"] == ["b"]
+
+
+def test_program_bytes_is_read_from_the_rows_program():
+  # Where the device reports no memory (the CPU), memory_analysis compiles
+  # the row's call once more and reads XLA's buffer assignment.
+  config = _quick_config("paper_quick")
+  config.num_images, config.image_size = 1, 8
+  setting = benchmark.settings_of(config)[0]
+  s = benchmark._setup(config, setting, False, {})  # pylint: disable=protected-access
+  row = {"chosen_strategy": "vectorized", "chosen_batch_size": None}
+  found = benchmark._program_bytes("gradient", s, {}, row, None)  # pylint: disable=protected-access
+  assert isinstance(found, int) and found > 0
+
+
+def test_bfloat16_maps_agree_with_float32(paper_quick):
+  # bfloat16 keeps 8 bits of mantissa: through the small CNN a gradient keeps
+  # its ranking of pixels (Spearman of |maps| 0.96 measured), not its values
+  # (up to ~40% of the largest value apart).
+  _, _, results, _ = paper_quick
+  assert "float32_agreement" not in _setting(
+      results, "float32")["methods"]["gradient"]
+  methods = _setting(results, "bfloat16")["methods"]
+  agreement = methods["gradient"]["float32_agreement"]
+  assert agreement["against"] == "small_cnn x0.125 16px float32"
+  assert agreement["spearman_abs_median"] >= 0.85
+  assert agreement["spearman_abs_min"] >= 0.8
+  assert agreement["max_relative_difference"] < 1.0
+  assert methods["xrai"]["float32_agreement"] is None  # its float32 row failed
+
+
+def test_map_agreement_of_known_maps():
+  a = np.arange(8, dtype=np.float32).reshape(2, 2, 2, 1)
+  assert benchmark.map_agreement(a, a) == {
+      "spearman_abs_median": pytest.approx(1.0),
+      "spearman_abs_min": pytest.approx(1.0), "max_relative_difference": 0.0}
+  reversed_ = a[:, ::-1, ::-1]  # ranks reversed in each image
+  found = benchmark.map_agreement(a, reversed_)
+  assert found["spearman_abs_median"] == pytest.approx(-1.0)
+  assert found["max_relative_difference"] == pytest.approx(3 / 7)
+  constant = np.ones_like(a)  # no ranking: undefined, never scored
+  assert benchmark.map_agreement(a, constant)["spearman_abs_median"] is None
+
+
+def test_cast_changes_floating_leaves_only():
+  e = saliency.Explainee(state={"w": jnp.ones((2,), jnp.float32),
+                                "count": jnp.zeros((), jnp.int32)})
+  cast, images = benchmark.cast(e, jnp.ones((1, 4, 4, 1)), "bfloat16")
+  assert cast.state["w"].dtype == jnp.bfloat16
+  assert cast.state["count"].dtype == jnp.int32
+  assert images.dtype == jnp.bfloat16
+
+
+def _convolutions(jaxpr):
+  """Every convolution's operand dtypes, sub-jaxprs (vmap, scan, custom
+  gradients) included."""
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "conv_general_dilated":
+      yield tuple(str(v.aval.dtype) for v in eqn.invars)
+    for param in eqn.params.values():
+      for inner in (param if isinstance(param, (tuple, list)) else (param,)):
+        inner = getattr(inner, "jaxpr", inner)
+        if hasattr(inner, "eqns"):
+          yield from _convolutions(inner)
+
+
+METHODS_IN_BFLOAT16 = config_lib.PAPER_METHODS + ("gradient_x_input",
+                                                  "occlusion")
+SMALL = dict(smoothgrad=dict(num_samples=2), smoothgrad_ig=dict(
+    num_samples=2, steps=2), integrated_gradients=dict(steps=2),
+             xrai=dict(steps=2), occlusion=dict(window=4, stride=4))
+
+
+@pytest.mark.parametrize("method", METHODS_IN_BFLOAT16)
+def test_every_method_computes_in_bfloat16(method):
+  # Traced, not run (the benchmark runs gradient and XRAI in bfloat16): every
+  # convolution of the method's program, forward and backward, takes
+  # bfloat16 operands, so the cast model never falls back to float32.
+  model = models.create("small_cnn", num_classes=2, in_channels=1,
+                        width=0.125, rngs=nnx.Rngs(0))
+  e, images = benchmark.cast(saliency.from_model(model),
+                             jnp.ones((1, 16, 16, 1)), "bfloat16")
+
+  def maps(e, images, targets):
+    return saliency.explain(e, images, targets, method=method,
+                            key=jax.random.key(0), strategy="vectorized",
+                            **saliency.hparams_for("arun2021", method,
+                                                   **SMALL.get(method, {})))
+  closed = jax.make_jaxpr(maps)(e, images, jnp.zeros((1,), jnp.int32))
+  convolutions = list(_convolutions(closed.jaxpr))
+  assert convolutions and set(convolutions) == {("bfloat16", "bfloat16")}
+  (out,) = closed.out_avals
+  # XRAI's region values are float32; every other map stays bfloat16.
+  assert out.dtype == (jnp.float32 if method == "xrai" else jnp.bfloat16)
+
+
+def test_chosen_batch_size_is_the_choice_explain_makes():
+  # The adapter the rows call is saliency's own 'auto' choice.
+  model = models.create("small_cnn", num_classes=2, in_channels=1,
+                        width=0.125, rngs=nnx.Rngs(0))
+  e = saliency.from_model(model)
+  images = jnp.ones((1, 8, 8, 1))
+  strategy, size = benchmark.chosen_batch_size(
+      e, images, method="gradient", hparams={}, strategy="vectorized")
+  assert (strategy, size) == saliency.auto_batch_size(
+      e, images, method="gradient", strategy="vectorized")
+  assert strategy in saliency.STRATEGIES
+  assert size is None or (isinstance(size, int) and size >= 1)
+
+
+@pytest.mark.parametrize("settings, message", [
+    (({"dtype": "float16"},),
+     r"^config\.benchmark\.settings\[0\]\.dtype='float16' is not allowed"),
+    (({"dtype": "bfloat16"}, {"modle": "densenet121"}),
+     r"^config\.benchmark\.settings\[1\]\.modle: unknown key"),
+    (({"model": "densenet121"},),
+     r"^config\.benchmark\.settings\[0\]\.image_size=16 is too small: "
+     r"densenet121 \(config\.benchmark\.settings\[0\]\.model\) needs at "
+     "least 29 px"),
+    (({"image_size": 0},),
+     r"^config\.benchmark\.settings\[0\]\.image_size=0: expected a positive"),
+    (({"cascade_blocks": 9},),
+     r"^config\.benchmark\.settings\[0\]\.cascade_blocks=9: small_cnn has 5 "
+     "blocks"),
+    (({}, {"dtype": "float32"}),
+     r"^config\.benchmark\.settings\[1\]: 'small_cnn x0\.125 16px float32' is "
+     "listed twice"),
+    (("bfloat16",), r"^config\.benchmark\.settings\[0\]='bfloat16': expected "
+                    "a dict"),
+])
+def test_bad_settings_fail_at_validation(tmp_path, settings, message):
+  config = _quick_config("paper_quick")
+  config.benchmark.settings = settings
+  with pytest.raises(errors.ConfigError, match=message):
+    main_lib.run(config, str(tmp_path))
+  assert not os.listdir(tmp_path)
+
+
+def test_paper_preset_is_the_papers_study():
+  config = _quick_config("paper")
+  settings = benchmark.settings_of(config)
+  assert [(s["model"], s["width"], s["image_size"], s["dtype"])
+          for s in settings] == [
+              (m, 1.0, size, dtype)
+              for m, size in (("inception_v3", 299), ("inception_v3", 320),
+                              ("densenet121", 224))
+              for dtype in ("float32", "bfloat16")]
+  # Stages of one cascade study: InceptionV3 as configs/cascade.py:paper
+  # (the trained model + 11 blocks), DenseNet121 every block.
+  cascade = config_lib.load_file(os.path.join(ROOT, "configs", "cascade.py"),
+                                 "paper")
+  stages = [1 + (s["cascade_blocks"] or len(
+      benchmark._cascade_order(s["model"]))) for s in settings]  # pylint: disable=protected-access
+  assert stages == [cascade.cascade.num_blocks + 1] * 4 + [11, 11]
+  assert config.methods == config_lib.PAPER_METHODS
+  assert config.benchmark.preset == "arun2021"
+  assert not config.benchmark.hparams.to_dict()  # the paper's, unchanged
+  assert config.num_images == 64 and config.benchmark.cascade_images == 100
+  assert tuple(config.benchmark.batch_sizes) == ("auto",)
