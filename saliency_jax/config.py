@@ -136,8 +136,9 @@ def study_config() -> ml_collections.ConfigDict:
   c.batch_size = config_dict.placeholder(object)
   c.strategy = config_dict.placeholder(str)
   c.memory_fraction = 0.75
-  # With several devices: split the images ('images') or the model states
-  # ('states': cascade stages, replicates) over them; 'auto': images.
+  # With several devices: split the images ('images'), the model states
+  # ('states': cascade stages, replicates) or each map's noise samples / path
+  # steps ('samples': few images, many samples) over them; 'auto': images.
   c.shard_over = "auto"
   c.similarity = ("spearman", "ssim", "hog_spearman")
   c.localization = ("auprc", "dice", "soft_dice", "pointing_game",
@@ -691,7 +692,7 @@ def _check_study(config: ml_collections.ConfigDict) -> None:
                              f"most config.num_images={config.num_images}")
 
 
-SHARD_OVER = ("auto", "images", "states", "none")
+SHARD_OVER = ("auto", "images", "states", "samples", "none")
 
 
 def _check_batching(config: ml_collections.ConfigDict) -> None:

@@ -33,11 +33,13 @@ SCRIPT = textwrap.dedent("""
     key = jax.random.key(3)
     out = {"devices": jax.device_count(), "diff": {}}
     # SmoothGrad: random, a sum over samples (a scan carry under 'dispatch');
-    # GradCAM: gradients of inner activations. Each over images and states.
+    # GradCAM: gradients of inner activations (one evaluation: 'samples' is
+    # the whole map on every device). Each over images, states and samples.
     for method, hp in [("smoothgrad", dict(num_samples=3)), ("gradcam", {})]:
       one = saliency.explain_states(e, states, images, None, method=method, key=key,
                                     strategy="vectorized", **hp)
-      for over, strategy in (("images", "dispatch"), ("states", "vectorized")):
+      for over, strategy in (("images", "dispatch"), ("states", "vectorized"),
+                             ("samples", "dispatch")):
         many = saliency.explain_states(e, states, images, None, method=method,
                                        key=key, strategy=strategy,
                                        mesh=devices.mesh(), shard_over=over, **hp)
@@ -68,7 +70,7 @@ def result_of(stdout: str) -> dict:
 
 def check(result: dict, num_devices: int) -> None:
   assert result["devices"] == num_devices
-  assert len(result["diff"]) == 4
+  assert len(result["diff"]) == 6
   # Each device runs one device's program on its shard: equal up to the
   # float32 rounding of a differently batched convolution.
   worst = max(result["diff"].values())

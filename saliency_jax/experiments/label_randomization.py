@@ -32,6 +32,7 @@ different-image baseline of the trained model at stage 0, as in the cascade.
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import jax.numpy as jnp
@@ -41,6 +42,7 @@ from absl import logging
 from flax import nnx
 
 from saliency_jax import config as config_lib
+from saliency_jax import devices
 from saliency_jax import errors
 from saliency_jax import io_utils
 from saliency_jax import results
@@ -159,6 +161,10 @@ def memorize(config: ml_collections.ConfigDict, workdir: str, *,
     rounds.append(_round(summary))
   while not _finished(summary, settings):
     done = summary["steps"] if summary else 0
+    if not devices.is_writer():  # process 0 trains the rounds; wait for each
+      summary = _next_round(summary_path, done)
+      rounds.append(_round(summary))
+      continue
     steps = min(done + config.train.steps, settings.max_steps)
     logging.info("%s: round %d, training to step %d (target train accuracy "
                  "%.3f, budget %d steps)", EXPERIMENT, len(rounds) + 1, steps,
@@ -166,7 +172,8 @@ def memorize(config: ml_collections.ConfigDict, workdir: str, *,
     summary = train.train_and_evaluate(randomized_config(config, steps), directory)
     rounds.append(_round(summary))
     io_utils.write_json(record_path, {"rounds": rounds})
-  io_utils.write_json(record_path, {"rounds": rounds})
+  if devices.is_writer():
+    io_utils.write_json(record_path, {"rounds": rounds})
   record = _record(config, summary, rounds)
   logging.info("%s: %s after %d steps (train accuracy %.3f on permuted labels)",
                EXPERIMENT, record["stopped"], record["steps"],
@@ -174,6 +181,16 @@ def memorize(config: ml_collections.ConfigDict, workdir: str, *,
   model = train.restore_model(randomized_config(config, summary["steps"]),
                               directory, in_channels)
   return model, record
+
+
+def _next_round(summary_path: str, done: int) -> dict[str, Any]:
+  """Process i > 0: the training summary once process 0 has trained past ``done``."""
+  while True:
+    common.wait_for(summary_path, "process 0 to train the randomized-label model")
+    summary = io_utils.read_json(summary_path)
+    if summary["steps"] > done:
+      return summary
+    time.sleep(2.0)
 
 
 def _finished(summary: dict[str, Any] | None, settings) -> bool:

@@ -29,6 +29,8 @@ count with :func:`cost`; :func:`evaluations` reads it.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import inspect
 from collections.abc import Callable
@@ -186,6 +188,11 @@ def _run(fn, operands, samples, batch_size, strategy, inner, static, stack):
     # Inside a trace nothing can be dispatched: a Python loop would unroll
     # every chunk into the program; a scan compiles one chunk.
     strategy = "scan"
+  mesh = _SAMPLE_MESH.get()
+  if mesh is not None and not stack:
+    return _sharded_sum(operands, samples, fn=fn, static=static,
+                        batch_size=batch_size, inner=inner, mesh=mesh,
+                        strategy="scan" if strategy == "dispatch" else strategy)
   if strategy != "dispatch":
     return _program(operands, samples, fn=fn, static=static, chunk=chunk,
                     strategy=strategy, stack=stack)
@@ -201,6 +208,62 @@ def _run(fn, operands, samples, batch_size, strategy, inner, static, stack):
   return _combine([_dispatch_chunk(operands, chunks, mask, i, fn=fn,
                                    static=static, stack=stack)
                    for i in range(mask.shape[0])], n, stack)
+
+
+# The mesh the outermost sample sum of a traced method splits its samples
+# over (explain_states(shard_over='samples')); None inside that split.
+_SAMPLE_MESH: contextvars.ContextVar = contextvars.ContextVar("sample_mesh",
+                                                             default=None)
+
+
+@contextlib.contextmanager
+def samples_over(mesh: Any):
+  """Within: the outermost :func:`sample_sum` splits its samples over ``mesh``.
+
+  Set around the trace of a method (its jit cache must be keyed by ``mesh``).
+  """
+  token = _SAMPLE_MESH.set(mesh)
+  try:
+    yield
+  finally:
+    _SAMPLE_MESH.reset(token)
+
+
+@functools.partial(jax.jit, static_argnames=("fn", "static", "batch_size", "inner",
+                                             "mesh", "strategy"))
+def _sharded_sum(operands, samples, *, fn, static, batch_size, inner, mesh,
+                 strategy):
+  r"""``sum_i fn(samples[i])`` with the samples split over ``mesh``'s devices.
+
+  .. math:: \sum_i f(s_i) = \sum_d \sum_{i \in D_d} w_i f(s_i),
+     \quad w_i = [i < n]
+
+  Each device sums its share (samples padded with repeats of the last one,
+  weighted 0), then the devices' sums are added (``psum``). Equal to one
+  device's sum up to the order of the additions.
+  """
+  from jax.sharding import PartitionSpec as P  # pylint: disable=g-import-not-at-top
+  axis, d = mesh.axis_names[0], mesh.size
+  n = _length(samples)
+  index = np.minimum(np.arange(-(-n // d) * d), n - 1)
+  padded = jax.tree.map(lambda x: jnp.asarray(x)[index], samples)
+  weight = jnp.asarray(np.arange(len(index)) < n, jnp.float32)
+
+  def local(operands, padded, weight):
+    operands = jax.tree.map(lambda x: jax.lax.pcast(x, axis, to="varying"), operands)
+    token = _SAMPLE_MESH.set(None)  # nested sums (IG in SmoothGrad) stay local
+    try:
+      outs = _program(operands, padded, fn=fn, static=static,
+                      chunk=chunk_size(_length(padded), batch_size, inner),
+                      strategy=strategy, stack=True)
+    finally:
+      _SAMPLE_MESH.reset(token)
+    total = jax.tree.map(lambda o: jnp.tensordot(weight.astype(o.dtype), o, axes=1),
+                         outs)
+    return jax.tree.map(lambda t: jax.lax.psum(t, axis), total)
+
+  return jax.shard_map(local, mesh=mesh, in_specs=(P(), P(axis), P(axis)),
+                       out_specs=P())(operands, padded, weight)
 
 
 def _combine(outs: list[Any], n: int, stack: bool) -> Any:

@@ -142,7 +142,8 @@ def explain_states(explainee: Any, states: Any, images: jax.Array,
     mesh: a one-axis mesh (``saliency_jax.devices.mesh()``); with more than
       one device, ``shard_over`` ``'images'`` splits the images over its
       devices (the states on every device), ``'states'`` the states (the
-      images on every device). Each device runs the one-device program on
+      images on every device), ``'samples'`` each map's noise samples /
+      path steps (for few images and many samples). Each device runs the one-device program on
       its shard, with ``'dispatch'`` as ``'scan'``; the maps equal one
       device's. In a multi-process run the mesh spans every process's
       devices and each process gets the whole result.
@@ -171,6 +172,16 @@ def explain_states(explainee: Any, states: Any, images: jax.Array,
     targets = _check_targets(e, images, targets, where="explain_states",
                              states=num_states)
     targets = jnp.broadcast_to(targets, (num_states, images.shape[0]))
+  if sharded and shard_over == "samples":
+    from saliency_jax import devices  # pylint: disable=g-import-not-at-top
+    static, arrays = batching.split_hparams(hparams)
+    keys = None if key is None else jax.random.split(key, images.shape[0])
+    args = (states, images, targets, keys, per_image or {}, arrays)
+    if jax.process_count() > 1:  # every process's devices, the same values
+      args = devices.place(args, mesh, P())
+    return devices.gather(_states_program(
+        e.with_state(None), *args, method=fn, hparams=static, batch_size=batch_size,
+        strategy="scan" if strategy == "dispatch" else strategy, sample_mesh=mesh))
   if sharded:
     return _sharded_states(e, states, images, targets, key, per_image or {},
                            hparams, mesh=mesh, over=shard_over, method=fn,
@@ -191,7 +202,7 @@ def explain_states(explainee: Any, states: Any, images: jax.Array,
       strategy="scan" if strategy == "dispatch" else strategy)
 
 
-SHARD_OVER = ("images", "states")
+SHARD_OVER = ("images", "states", "samples")
 
 
 def _sharded_states(e, states, images, targets, key, per_image, hparams, *,
@@ -374,17 +385,20 @@ def _explain_shapes(shell, state, images, targets, key, per_image, arrays, *,
                  **dict(hparams), **arrays)
 
 
-@functools.partial(jax.jit, static_argnames=("method", "hparams",
-                                             "batch_size", "strategy"))
+@functools.partial(jax.jit, static_argnames=("method", "hparams", "batch_size",
+                                             "strategy", "sample_mesh"))
 def _states_program(e, states, images, targets, keys, per_image, arrays, *,
-                    method, hparams, batch_size, strategy):
-  """``explain`` vmapped (vectorized) or ``lax.map``-ped (scan) over states."""
+                    method, hparams, batch_size, strategy, sample_mesh=None):
+  """``explain`` vmapped (vectorized) or ``lax.map``-ped (scan) over states;
+  with ``sample_mesh``, every map's noise samples / path steps / windows
+  split over its devices (:func:`batching.samples_over`)."""
 
   def one(state_and_targets):
     state, t = state_and_targets
-    return _explain_keyed(e.with_state(state), images, t, keys, per_image,
-                          {**dict(hparams), **arrays}, method=method,
-                          batch_size=batch_size, strategy=strategy)
+    with batching.samples_over(sample_mesh):
+      return _explain_keyed(e.with_state(state), images, t, keys, per_image,
+                            {**dict(hparams), **arrays}, method=method,
+                            batch_size=batch_size, strategy=strategy)
 
   if strategy == "vectorized":
     return jax.vmap(one)((states, targets))
