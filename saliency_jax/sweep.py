@@ -301,7 +301,8 @@ def jobs_of(sweep_record: dict[str, Any]) -> list[Job]:
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> str:
-  before_config, after_config = _flat(old["config"]), _flat(new["config"])
+  before_config, after_config = (workdir_lib.flat_config(old["config"]),
+                                   workdir_lib.flat_config(new["config"]))
   changed = sorted(k for k in set(before_config) | set(after_config)
                    if before_config.get(k) != after_config.get(k))
   parts = [f"config.{', config.'.join(changed)}"] if changed else []
@@ -314,16 +315,6 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> str:
   if not parts and list(before) != list(after):
     parts.append("the jobs' order")
   return "; ".join(parts)
-
-
-def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
-  out = {}
-  for k, v in tree.items():
-    if isinstance(v, dict):
-      out.update(_flat(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = json.dumps(v, sort_keys=True)
-  return out
 
 
 # ------------------------------------------------------------------ states ---

@@ -94,8 +94,8 @@ def record_config(workdir: str, config: ml_collections.ConfigDict) -> None:
   resolved = config.to_json_best_effort(indent=2, sort_keys=True) + "\n"
   path = os.path.join(workdir, CONFIG)
   if os.path.exists(path):
-    changed = sorted({k for k, _ in _flat(io_utils.read_json(path)).items()
-                      ^ _flat(json.loads(resolved)).items()})
+    changed = sorted({k for k, _ in flat_config(io_utils.read_json(path)).items()
+                      ^ flat_config(json.loads(resolved)).items()})
     if changed:
       raise errors.WorkdirError(
           f"--workdir={workdir} holds a run with other settings "
@@ -104,11 +104,12 @@ def record_config(workdir: str, config: ml_collections.ConfigDict) -> None:
   io_utils.write_text(path, resolved)
 
 
-def _flat(tree: dict, prefix: str = "") -> dict[str, str]:
+def flat_config(tree: dict, prefix: str = "") -> dict[str, str]:
+  """A nested config dict as ``{'a.b': json value}`` (to name what differs)."""
   out = {}
   for k, v in tree.items():
     if isinstance(v, dict):
-      out.update(_flat(v, f"{prefix}{k}."))
+      out.update(flat_config(v, f"{prefix}{k}."))
     else:
       out[f"{prefix}{k}"] = json.dumps(v, sort_keys=True)
   return out
