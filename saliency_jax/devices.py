@@ -13,9 +13,9 @@ One run uses every device it is given, on one host or many:
   (:func:`jax.make_array_from_callback`). :func:`gather` brings a sharded
   result back whole to every process.
 - Every process runs the same program; only :func:`is_writer` (process 0)
-  writes files, and what a process decides from the file system (resume or
-  recompute) is :func:`agree`-d from process 0, so that all take the same
-  branch and meet at the same collectives.
+  writes into the workdir. Nothing is decided from a process's own disk
+  (a multi-process run computes every part), so all take the same branches
+  and meet at the same collectives.
 """
 
 from __future__ import annotations
@@ -45,10 +45,6 @@ def initialize(distributed: Any) -> None:
       ("coordinator_address", "coordinator"), ("num_processes", "num_processes"),
       ("process_id", "process_id")) if distributed.get(key) is not None}
   jax.distributed.initialize(**kwargs)
-
-
-def process_count() -> int:
-  return jax.process_count()
 
 
 def is_writer() -> bool:
@@ -96,21 +92,6 @@ def gather(x: jax.Array) -> jax.Array:
     return x.addressable_data(0)
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   return jax.numpy.asarray(multihost_utils.process_allgather(x, tiled=True))
-
-
-def agree(value: Any) -> Any:
-  """Process 0's ``value`` on every process (a pytree of numbers / arrays)."""
-  if jax.process_count() == 1:
-    return value
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-  return multihost_utils.broadcast_one_to_all(value)
-
-
-def barrier(name: str) -> None:
-  """Every process waits here until all have arrived."""
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    multihost_utils.sync_global_devices(name)
 
 
 def pad_to(n: int, multiple: int) -> np.ndarray:

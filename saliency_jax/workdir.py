@@ -49,15 +49,11 @@ def lock(workdir: str) -> Iterator[None]:
   path = os.path.join(workdir, LOCK)
   fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
   try:
-    try:
-      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as e:
-      if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-        raise
-      holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+    holder = _holder_unless_locked(fd, fcntl.LOCK_EX)
+    if holder is not None:
       raise errors.WorkdirError(
           f"--workdir={workdir}: another run (PID {holder}) is using it; wait for "
-          "it to finish or use another --workdir") from None
+          "it to finish or use another --workdir")
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     yield
@@ -78,15 +74,21 @@ def lock_holder(workdir: str) -> str | None:
   except FileNotFoundError:
     return None
   try:
-    try:
-      fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError as e:
-      if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-        raise
-      return os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-    return None
+    return _holder_unless_locked(fd, fcntl.LOCK_SH)
   finally:
     os.close(fd)
+
+
+def _holder_unless_locked(fd: int, mode: int) -> str | None:
+  """Takes ``mode`` on ``fd`` without waiting: None, or the PID written by
+  the run that holds the lock ('unknown' when it wrote none)."""
+  try:
+    fcntl.flock(fd, mode | fcntl.LOCK_NB)
+  except OSError as e:
+    if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+      raise
+    return os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+  return None
 
 
 def record_config(workdir: str, config: ml_collections.ConfigDict) -> None:
