@@ -1,13 +1,14 @@
-# Run: python launch/sweep.py --config=configs/cascade.py:quick --sweep_dir=/tmp/saliency_jax/sweep
+# Run: python launch/sweep.py --config=cascade:quick --sweep_dir=/tmp/saliency_jax/sweep
 """Launches, resumes and lists a sweep: the jobs a config file's ``sweep()`` declares.
 
-  python launch/sweep.py --config=configs/cascade.py --sweep_dir=DIR   # local, one at a time
-  python launch/sweep.py --config=configs/cascade.py:paper --sweep_dir=DIR \\
+  python launch/sweep.py --config=cascade --sweep_dir=DIR   # local, one at a time
+  python launch/sweep.py --config=cascade:paper --sweep_dir=DIR \\
       --executor=slurm --partition=gpu --gpus_per_job=1 --timeout_min=720
   python launch/sweep.py --sweep_dir=DIR --status
-  python -m saliency_jax.main --config=configs/aggregate.py --config.sweep_dir=DIR
+  python -m saliency_jax.main --config=aggregate --config.sweep_dir=DIR
 
-``--config`` and ``--config.KEY=VALUE`` work as for ``saliency_jax.main``;
+``--config`` (a packaged config's name or a file's path, ``:preset``) and
+``--config.KEY=VALUE`` work as for ``saliency_jax.main``;
 ``sweep(preset)`` of the config file adds each job's overrides. Job NAME runs
 in ``DIR/NAME``; the same command again submits only the jobs that are not
 finished (nor running, nor queued): that is resubmission. ``--job=NAME``
@@ -51,7 +52,7 @@ flags.mark_flag_as_required("sweep_dir")
 
 
 def _config_spec() -> tuple[str, str | None]:
-  """(path, preset) of --config=path[:preset]."""
+  """(path, preset) of --config=path[:preset], the path resolved (main._flags_parser)."""
   spec = flags.FLAGS["config"].serialize().partition("=")[2]
   path, _, preset = spec.partition(":")
   return path, preset or None

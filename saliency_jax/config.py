@@ -1,6 +1,7 @@
 """The config keys every experiment shares, their presets and their validation.
 
-Config files under ``configs/`` start from :func:`base_config` (or
+Config files (the packaged ones in ``saliency_jax/configs/``, found by name:
+:func:`resolve_config_path`) start from :func:`base_config` (or
 :func:`study_config`), set what their experiment needs and build their
 ``:quick`` and ``:paper`` presets from :func:`quick_preset`,
 :func:`quick_study_preset` and :func:`paper_preset`. ``main`` validates the
@@ -82,6 +83,9 @@ def base_config() -> ml_collections.ConfigDict:
   # Saliency.
   c.methods = ("gradient",)
   c.num_images = 16
+  # Training also writes its scalars (loss, accuracy, validation AUC, learning
+  # rate) as TensorBoard event files into <run dir>/tensorboard/ (no TensorFlow).
+  c.tensorboard = False
   # Several processes (hosts) in one run: jax.distributed.initialize() with
   # these (None: detected from SLURM, Cloud TPU, Kubernetes or MPI).
   c.distributed = ml_collections.ConfigDict(dict(
@@ -111,6 +115,10 @@ def train_config() -> ml_collections.ConfigDict:
       # Several seeds (config.num_seeds, repeatability's replicates) in one
       # vmapped step where they fit the device; False: one after another.
       seeds_at_once=True,
+      # Each split whole in host and device memory (True) or read batch by
+      # batch from its files (False); 'auto': in memory below 1 GiB of float32
+      # images (data.streaming.IN_MEMORY_LIMIT_BYTES). Same batches either way.
+      data_in_memory=config_dict.FieldReference("auto", field_type=object),
   ))
 
 
@@ -278,6 +286,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _check_integer(key, _get(config, key), low=0, high=SEED_LIMIT,
                    what="a non-negative integer seed below 2**63")
   _check_weights(config)
+  if not isinstance(config.get("tensorboard", False), bool):
+    raise errors.ConfigError(f"config.tensorboard={config.tensorboard!r}: expected "
+                             "True (write TensorBoard event files) or False")
   if "distributed" in config:
     check_distributed(config)
   if "train" in config:
@@ -392,6 +403,10 @@ def _check_train(config: ml_collections.ConfigDict) -> None:
   if t.weight_decay < 0:
     raise errors.ConfigError(f"config.train.weight_decay={t.weight_decay!r}: "
                              "expected a non-negative number")
+  in_memory = t.get("data_in_memory", "auto")
+  if in_memory != "auto" and not isinstance(in_memory, bool):
+    raise errors.ConfigError(f"config.train.data_in_memory={in_memory!r}: expected "
+                             "'auto' (in memory below 1 GiB of images), True or False")
 
 
 # ------------------------------------------------------------- image size ---
@@ -732,8 +747,65 @@ def check_distributed(config: ml_collections.ConfigDict) -> None:
                    what="a process index in [0, num_processes)")
 
 
+
+def seed_sweep(arg: str | None = None):
+  """The jobs of a config's ``sweep()``: its test for training seeds 0..4,
+  the same for every preset ``arg`` (launch/sweep.py; each job trains its own
+  models; merge them with the ``aggregate`` config)."""
+  del arg
+  for seed in range(5):
+    yield {"seed": seed}
+
+# The configs that ship with the package (saliency_jax/configs/NAME.py).
+CONFIGS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+
+
+def packaged_configs() -> list[str]:
+  """Names of the packaged configs (``cascade``, ``train``, ...), sorted."""
+  return sorted(f.removesuffix(".py") for f in os.listdir(CONFIGS_DIR)
+                if f.endswith(".py") and not f.startswith("_"))
+
+
+def resolve_config_path(spec: str) -> str:
+  """The config file ``spec`` (``path[:preset]``) names, ``:preset`` kept.
+
+  A file that exists at ``path`` (relative to the working directory) wins;
+  otherwise ``NAME``, ``NAME.py`` and ``configs/NAME.py`` name the packaged
+  ``saliency_jax/configs/NAME.py``, so ``--config=cascade:quick`` works from
+  any directory and a user's own file still loads.
+
+  Raises:
+    ConfigError: ``path`` is no file and names no packaged config (the
+      message lists them).
+  """
+  path, colon, preset = spec.partition(":")
+  if os.path.isfile(path):
+    return spec
+  name = path.removeprefix("configs/").removesuffix(".py")
+  names = packaged_configs()
+  if name not in names:
+    raise errors.ConfigError(f"{path}: no such file, nor a packaged config; expected "
+                             f"a config file's path or one of {', '.join(names)}")
+  return os.path.join(CONFIGS_DIR, f"{name}.py") + colon + preset
+
+
+def run_name(spec: str) -> str:
+  """``NAME[-preset]`` of a config spec: the default workdir's folder name.
+
+  ``configs/cascade.py:quick`` -> ``cascade-quick``; ``mine.py`` -> ``mine``.
+  """
+  path, _, preset = spec.partition(":")
+  name = os.path.basename(path).removesuffix(".py")
+  return f"{name}-{preset}" if preset else name
+
+
 def load_file(path: str, preset: str | None = None) -> ml_collections.ConfigDict:
-  """``get_config(preset)`` of a config file, as ``--config=path:preset`` does."""
+  """``get_config(preset)`` of a config file, as ``--config=path:preset`` does.
+
+  ``path`` as :func:`resolve_config_path` takes it: a file, or a packaged
+  config's name (``cascade``, ``cascade.py``, ``configs/cascade.py``).
+  """
+  path = resolve_config_path(path)
   spec = importlib.util.spec_from_file_location(
       "_saliency_jax_config_" + os.path.basename(path).removesuffix(".py"), path)
   module = importlib.util.module_from_spec(spec)

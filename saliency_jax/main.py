@@ -1,4 +1,9 @@
-"""Command line: ``python -m saliency_jax.main --config=configs/NAME.py --workdir=DIR``.
+"""Command line: ``python -m saliency_jax.main --config=NAME[:preset] [--workdir=DIR]``.
+
+``--config`` is a config file's path or a packaged config's name
+(``cascade``, ``cascade.py``, ``configs/cascade.py``:
+:func:`config.resolve_config_path`); without ``--workdir`` a run writes into
+``./runs/NAME[-preset]`` (or its experiment's own default).
 
 Parses flags, validates the config once, takes the workdir (lock, recorded
 config and inputs: :mod:`saliency_jax.workdir`) and hands over to the
@@ -27,12 +32,15 @@ from saliency_jax import config as config_lib
 from saliency_jax import errors
 from saliency_jax import workdir as workdir_lib
 
+RUNS = "runs"  # without --workdir: ./runs/NAME[-preset]
+
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Experiment config file (configs/NAME.py[:preset]).",
-    lock_config=True)
+    "config", None, "Experiment config: a packaged config's name (cascade, "
+    "localization, ...; also NAME.py, configs/NAME.py) or a config file's path, "
+    "then :preset if any (cascade:quick).", lock_config=True)
 _WORKDIR = flags.DEFINE_string(
-    "workdir", None, "Directory for results (required unless the experiment has a "
-    "default: configs/aggregate.py writes into SWEEP_DIR/aggregate).")
+    "workdir", None, "Directory for results; default ./runs/NAME[-preset] (the "
+    "aggregate: SWEEP_DIR/aggregate). A rerun with the same one resumes.")
 _TRACEBACK = flags.DEFINE_bool(
     "traceback", False, "Show the full traceback of the project's own errors "
     "(bad config, data, weights, workdir) instead of one line; for bug reports.")
@@ -52,11 +60,13 @@ def validate(config):
   return getattr(experiment, function)
 
 
-def run(config, workdir: str | None):
+def run(config, workdir: str | None, *, name: str | None = None):
   """Validates ``config`` once, takes ``workdir`` and runs its experiment.
 
   ``workdir`` None: the experiment's ``default_workdir(config)``, where it
-  has one (the aggregate of a sweep: ``SWEEP_DIR/aggregate``).
+  has one (the aggregate of a sweep: ``SWEEP_DIR/aggregate``), else
+  ``runs/<name>`` in the working directory (``name``: the config's, as
+  :func:`config.run_name` makes it from ``--config``), printed.
   """
   # JAX only now: a bad flag's one line should not wait for it.
   from saliency_jax import devices  # pylint: disable=g-import-not-at-top
@@ -66,7 +76,9 @@ def run(config, workdir: str | None):
     devices.initialize(config.distributed)
   experiment = validate(config)
   if workdir is None:
-    workdir = _default_workdir(config)
+    workdir = _default_workdir(config, name)
+    if devices.is_writer():
+      print(f"workdir: {workdir} (default; --workdir=DIR to choose)", flush=True)
   config = config_lib.resolve(config)  # e.g. preprocessing='auto' made explicit
   if not devices.is_writer():
     return _follow(config, workdir, experiment)
@@ -109,11 +121,13 @@ def _follow(config, workdir: str, experiment):
     shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _default_workdir(config) -> str:
+def _default_workdir(config, name: str | None) -> str:
   module = importlib.import_module(config_lib.EXPERIMENTS[config.experiment].split(":")[0])
-  if not hasattr(module, "default_workdir"):
+  if hasattr(module, "default_workdir"):
+    return module.default_workdir(config)
+  if name is None:
     raise errors.WorkdirError("--workdir is required: the folder the results go to")
-  return module.default_workdir(config)
+  return os.path.join(RUNS, name)
 
 
 def main(argv):
@@ -121,7 +135,8 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   _quiet_orbax()
   try:
-    run(_CONFIG.value, _WORKDIR.value)
+    spec = flags.FLAGS["config"].serialize().partition("=")[2]
+    run(_CONFIG.value, _WORKDIR.value, name=config_lib.run_name(spec))
   except errors.Error as e:
     if _TRACEBACK.value:
       raise
@@ -137,7 +152,15 @@ def _quiet_orbax() -> None:
 
 
 def _flags_parser(argv):
-  """absl's parser, but a bad ``--config*`` flag is one line, not a traceback."""
+  """absl's parser, but a bad ``--config*`` flag is one line, not a traceback.
+
+  The ``--config`` file is resolved first (:func:`_resolved_argv`).
+  """
+  try:
+    argv = _resolved_argv(argv)
+  except errors.ConfigError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
   try:
     remaining = flags.FLAGS(argv)
     if flags.FLAGS["config"].present:
@@ -152,6 +175,23 @@ def _flags_parser(argv):
   except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
     print(f"error: {_explain_flag_error(argv, e)}", file=sys.stderr)
     sys.exit(2)
+
+
+def _resolved_argv(argv: list[str]) -> list[str]:
+  """``argv`` with ``--config=SPEC`` (or ``--config SPEC``) as a file's path.
+
+  :func:`config.resolve_config_path`: a file at SPEC's path wins, else a
+  packaged config's name; ``:preset`` kept. Raises its ConfigError.
+  """
+  out = list(argv)
+  for i, arg in enumerate(out):
+    if arg == "--":
+      break
+    if arg.startswith("--config=") and arg != "--config=":
+      out[i] = "--config=" + config_lib.resolve_config_path(arg.partition("=")[2])
+    elif arg == "--config" and i + 1 < len(out):
+      out[i + 1] = config_lib.resolve_config_path(out[i + 1])
+  return out
 
 
 def _explain_flag_error(argv: list[str], error: Exception) -> str:
@@ -195,6 +235,8 @@ def _first_unknown(config, parts: list[str]) -> str | None:
 def entry_point():
   # Here, not at import: launch/sweep.py shares these flags (--status needs no config).
   flags.mark_flags_as_required(["config"])
+  for flag in (_CONFIG, _WORKDIR, _TRACEBACK):  # --help lists them (console script too)
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[flag.name])
   app.run(main, flags_parser=_flags_parser)
 
 

@@ -23,7 +23,7 @@ then killed or stopped by an error) or ``not started``.
 
 Jobs go through submitit (``pip install 'saliency-jax[cluster]'``): a SLURM job
 array, or its local executor (one subprocess per job) for a workstation and
-the tests. ``launch/sweep.py`` is the command line; ``configs/aggregate.py``
+the tests. ``launch/sweep.py`` is the command line; the ``aggregate`` config
 merges a sweep's results.
 """
 
@@ -46,6 +46,7 @@ from typing import Any, NamedTuple
 import ml_collections
 from absl import logging
 
+from saliency_jax import config as config_lib
 from saliency_jax import errors
 from saliency_jax import io_utils
 from saliency_jax import results
@@ -54,7 +55,7 @@ from saliency_jax import workdir as workdir_lib
 SWEEP_FILE = "sweep.json"
 SUBMISSIONS = "submissions.jsonl"  # one line per submitted job: executor, job id, logs
 LOGS = "logs"  # submitit's folder: pickled jobs, stdout/stderr of each job
-AGGREGATE = "aggregate"  # configs/aggregate.py's default workdir inside a sweep
+AGGREGATE = "aggregate"  # the aggregate config's default workdir inside a sweep
 RESERVED = (LOGS, AGGREGATE)
 EXECUTORS = ("local", "slurm")
 
@@ -135,7 +136,11 @@ class Submission:
 # --------------------------------------------------------------- declaring ---
 
 def declared(path: str, preset: str | None = None) -> list[dict[str, Any]]:
-  """The overrides ``sweep(preset)`` of config file ``path`` yields, checked."""
+  """The overrides ``sweep(preset)`` of config file ``path`` yields, checked.
+
+  ``path``: a file or a packaged config's name (``config.resolve_config_path``).
+  """
+  path = config_lib.resolve_config_path(path)
   spec = importlib.util.spec_from_file_location(
       "_saliency_jax_sweep_" + os.path.basename(path).removesuffix(".py"), path)
   module = importlib.util.module_from_spec(spec)
@@ -575,7 +580,9 @@ def launch(config: ml_collections.ConfigDict, path: str, preset: str | None,
 
   Args:
     config: the base config (``get_config(preset)`` with any ``--config.*``).
-    path, preset: the config file and preset (``sweep(preset)`` declares the jobs).
+    path, preset: the config file (or packaged config's name: it is recorded
+      as the file's absolute path, which loads from anywhere) and preset
+      (``sweep(preset)`` declares the jobs).
     sweep_dir: the sweep's folder; job ``name`` runs in ``sweep_dir/name``.
     kind: 'local' or 'slurm'.
     options: submission options.
@@ -604,6 +611,7 @@ def launch(config: ml_collections.ConfigDict, path: str, preset: str | None,
     raise errors.WorkdirError(f"--sweep_dir={sweep_dir}: another launcher (PID {holder}) "
                               "is submitting or waiting for its jobs; wait for it (see "
                               "--status)")
+  path = os.path.abspath(config_lib.resolve_config_path(path))
   record(sweep_dir, config, jobs, {"config_file": path, "preset": preset})
   with workdir_lib.lock(sweep_dir):  # one launcher per sweep at a time
     rows = states(sweep_dir, jobs)

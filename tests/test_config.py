@@ -33,7 +33,7 @@ STUDIES = ("cascade", "label_randomization", "localization", "repeatability",
 
 
 def _load(name: str, preset: str = ""):
-  return config_lib.load_file(os.path.join(ROOT, "configs", f"{name}.py"),
+  return config_lib.load_file(os.path.join(config_lib.CONFIGS_DIR, f"{name}.py"),
                               preset or None)
 
 
@@ -46,20 +46,18 @@ def _set(config, key: str, value) -> None:
 
 
 def test_every_config_file_has_its_presets_listed():
-  files = sorted(f.removesuffix(".py") for f in os.listdir(os.path.join(ROOT, "configs"))
-                 if f.endswith(".py"))
-  assert files == sorted(PRESETS)
+  assert config_lib.packaged_configs() == sorted(PRESETS)
 
 
 @pytest.mark.parametrize("name, preset", [
     (name, preset) for name, presets in PRESETS.items() for preset in presets])
 def test_every_config_and_preset_validates(name, preset):
   config_lib.validate(_load(name, preset))
-  with open(os.path.join(ROOT, "configs", f"{name}.py")) as f:
-    # The aggregate's workdir defaults to SWEEP_DIR/aggregate.
-    assert f.readline().startswith(
-        f"# Run: python -m saliency_jax.main --config=configs/{name}.py "
-        + ("--config.sweep_dir=" if name == "aggregate" else "--workdir="))
+  with open(os.path.join(config_lib.CONFIGS_DIR, f"{name}.py")) as f:
+    # The workdir defaults to ./runs/NAME (the aggregate's: SWEEP_DIR/aggregate).
+    assert f.readline().rstrip("\n") == (
+        f"# Run: python -m saliency_jax.main --config={name}"
+        + (" --config.sweep_dir=/tmp/saliency_jax/sweep" if name == "aggregate" else ""))
 
 
 # ------------------------------------------------------------------ presets ---

@@ -116,8 +116,7 @@ def test_mesh_spans_every_device_with_auto_axes():
 ])
 def test_bad_scale_keys_fail_at_validation(keys, message):
   from saliency_jax import errors
-  config = config_lib.load_file(os.path.join(os.path.dirname(os.path.dirname(
-      os.path.abspath(__file__))), "configs", "cascade.py"))
+  config = config_lib.load_file(os.path.join(config_lib.CONFIGS_DIR, "cascade.py"))
   for key, value in keys.items():
     node = config
     *path, last = key.split(".")

@@ -69,17 +69,15 @@ def test_run_writes_resolved_config_and_dispatches(tmp_path, monkeypatch):
 
 
 def test_every_config_file_validates():
-  for name in sorted(os.listdir(os.path.join(ROOT, "configs"))):
-    if not name.endswith(".py"):
-      continue
-    config = config_lib.load_file(os.path.join(ROOT, "configs", name))
-    if name == "aggregate.py":  # needs the sweep it aggregates
+  for name in config_lib.packaged_configs():
+    config = config_lib.load_file(name)
+    if name == "aggregate":  # needs the sweep it aggregates
       with pytest.raises(errors.ConfigError, match="config.sweep_dir is not set"):
         main_lib.validate(config)
     else:
       main_lib.validate(config)
-    with open(os.path.join(ROOT, "configs", name)) as f:
-      assert f.readline().startswith("# Run: python -m saliency_jax.main --config=configs/" + name)
+    with open(os.path.join(config_lib.CONFIGS_DIR, f"{name}.py")) as f:
+      assert f.readline().startswith(f"# Run: python -m saliency_jax.main --config={name}")
 
 
 def test_project_errors_are_one_line_and_traceback_shows_them(tmp_path):
@@ -99,5 +97,5 @@ def test_missing_config_file_is_one_line(tmp_path):
   result = _cli("--config=configs/nope.py", workdir=tmp_path)
   assert result.returncode == 2
   assert result.stderr.strip().splitlines() == [
-      "error: --config=configs/nope.py: [Errno 2] No such file or directory: "
-      "'configs/nope.py'"]
+      "error: configs/nope.py: no such file, nor a packaged config; expected a config "
+      f"file's path or one of {', '.join(config_lib.packaged_configs())}"]

@@ -23,7 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def quick_config(data_dir, **overrides):
-  config = config_lib.load_file(os.path.join(ROOT, "configs", "localization.py"),
+  config = config_lib.load_file(os.path.join(config_lib.CONFIGS_DIR, "localization.py"),
                                 "quick")
   config.data_dir = str(data_dir)
   config.update(overrides)

@@ -90,7 +90,7 @@ def _wait_for(condition, what, timeout_s=300):
 
 
 def _aggregate(sweep_dir, **overrides):
-  config = config_lib.load_file(os.path.join(ROOT, "configs", "aggregate.py"))
+  config = config_lib.load_file(os.path.join(config_lib.CONFIGS_DIR, "aggregate.py"))
   config.update(sweep_dir=str(sweep_dir), **overrides)
   return config
 
@@ -106,7 +106,7 @@ def swept(tmp_path_factory):
     env.setenv("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
     path = tmp / "sweep_config.py"
     path.write_text(SWEEP_CONFIG.format(
-        localization=os.path.join(ROOT, "configs", "localization.py"),
+        localization=os.path.join(config_lib.CONFIGS_DIR, "localization.py"),
         data_dir=str(tmp / "data"), weights=str(tmp / "model.npz"), seeds=SEEDS))
     subprocess.run([sys.executable, "-c", DIRECT, str(path), str(tmp / "model.npz"),
                     str(tmp / "direct")], check=True, cwd=ROOT, timeout=600,
@@ -253,7 +253,7 @@ def test_job_names_come_from_the_overrides():
 
 
 def test_overrides_set_nested_keys_on_a_copy():
-  config = config_lib.load_file(os.path.join(ROOT, "configs", "cascade.py"), "quick")
+  config = config_lib.load_file(os.path.join(config_lib.CONFIGS_DIR, "cascade.py"), "quick")
   job = sweep.with_overrides(config, {"train.randomize_labels": True, "seed": 4})
   assert job.train.randomize_labels and job.seed == 4
   assert not config.train.randomize_labels and config.seed == 0
@@ -262,13 +262,13 @@ def test_overrides_set_nested_keys_on_a_copy():
 
 
 def test_duplicate_jobs_are_an_error():
-  config = config_lib.load_file(os.path.join(ROOT, "configs", "cascade.py"), "quick")
+  config = config_lib.load_file(os.path.join(config_lib.CONFIGS_DIR, "cascade.py"), "quick")
   with pytest.raises(errors.ConfigError, match="sweep jobs 0 and 1 are both named 'seed=1'"):
     sweep.expand(config, [{"seed": 1}, {"seed": 1}])
 
 
 def test_a_different_sweep_record_names_what_differs(tmp_path):
-  config = config_lib.load_file(os.path.join(ROOT, "configs", "cascade.py"), "quick")
+  config = config_lib.load_file(os.path.join(config_lib.CONFIGS_DIR, "cascade.py"), "quick")
   jobs = [sweep.Job(f"seed={s}", {"seed": s}) for s in range(2)]
   sweep.record(str(tmp_path), config, jobs, {})
   assert sweep.record(str(tmp_path), config, jobs, {"moved": True})["jobs"]  # same: fine

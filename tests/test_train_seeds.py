@@ -32,7 +32,7 @@ ATOL = 1e-5
 def tiny_config(data_dir, path="train.py"):
   """``configs/<path>:quick`` at 32 px trained for 8 steps: logged every 2,
   evaluated and checkpointed every 4."""
-  config = config_lib.load_file(os.path.join(ROOT, "configs", path), "quick")
+  config = config_lib.load_file(os.path.join(config_lib.CONFIGS_DIR, path), "quick")
   config.data_dir = str(data_dir)
   config.image_size = 32
   config.synthetic.update(num_train=64, num_validation=16, num_test=16)
@@ -204,14 +204,14 @@ def test_the_stacked_step_reads_each_seeds_labels_and_holds_finished_replicates(
 
 @pytest.mark.parametrize("value", [0, -2, True, None])
 def test_num_seeds_must_be_a_positive_integer(value):
-  config = config_lib.load_file(os.path.join(ROOT, "configs", "train.py"), "quick")
+  config = config_lib.load_file(os.path.join(config_lib.CONFIGS_DIR, "train.py"), "quick")
   config.num_seeds = value
   with pytest.raises(errors.ConfigError, match=r"^config\.num_seeds="):
     main_lib.validate(config)
 
 
 def test_num_seeds_refuses_imported_weights_and_seeds_past_the_limit(tmp_path):
-  config = config_lib.load_file(os.path.join(ROOT, "configs", "train.py"), "quick")
+  config = config_lib.load_file(os.path.join(config_lib.CONFIGS_DIR, "train.py"), "quick")
   config.num_seeds = 2
   config.seed = config_lib.SEED_LIMIT - 1
   with pytest.raises(errors.ConfigError, match=r"^config\.num_seeds=2: the seeds"):

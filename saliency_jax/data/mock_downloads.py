@@ -4,7 +4,7 @@ The tests build every manual-download dataset from these, and a researcher can
 try the real-data path before the Kaggle download finishes::
 
   python -c "from saliency_jax.data import mock_downloads as m; m.write_rsna('/tmp/rsna')"
-  python -m saliency_jax.main --config=configs/cascade.py:quick \\
+  python -m saliency_jax.main --config=cascade:quick \\
       --config.dataset=rsna_pneumonia --config.manual_dir=/tmp/rsna --workdir=/tmp/c
 
 Each writer returns the ground truth per image id: the image as the decoder

@@ -58,7 +58,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise errors.ConfigError(
         f"config.other_model={config.other_model!r} at config.other_width="
         f"{config.other_width} is config.model itself; use "
-        "configs/repeatability.py for replicates")
+        "--config=repeatability for replicates")
   if config.intra_replicate not in ("reuse", "train"):
     raise errors.ConfigError(f"config.intra_replicate={config.intra_replicate!r} is "
                              "not allowed; expected 'reuse' or 'train'")

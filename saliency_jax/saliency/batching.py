@@ -49,7 +49,7 @@ AUTO = "auto"
 # evaluation per call. GPU/TPU: one vectorized program when it fits the
 # device's memory, else the largest chunk that fits ('auto', resolved by
 # ``explain`` from the compiled program's memory; not measured on a GPU yet).
-# The benchmark (configs/benchmark.py) is where these get re-measured and set.
+# The benchmark (saliency_jax/configs/benchmark.py) is where these get re-measured and set.
 DEFAULT_STRATEGY: dict[str, tuple[str, int | str | None]] = {
     "cpu": ("dispatch", 1),
     "gpu": ("vectorized", AUTO),

@@ -10,7 +10,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def config_path(experiment: str) -> str:
-  return os.path.join(ROOT, "configs", f"{experiment}.py")
+  return os.path.join(config_lib.CONFIGS_DIR, f"{experiment}.py")
 
 
 def quick_config(experiment: str, data_dir):

@@ -85,7 +85,7 @@ def write_job(sweep_dir, name: str, seed: int, *, experiment: str = "cascade") -
 
 
 def make_sweep(sweep_dir, overrides=tuple({"seed": s} for s in SEEDS)) -> list[str]:
-  config = config_lib.load_file(os.path.join(ROOT, "configs", "cascade.py"), "quick")
+  config = config_lib.load_file(os.path.join(config_lib.CONFIGS_DIR, "cascade.py"), "quick")
   jobs = [sweep.Job(sweep.job_name(o), dict(o)) for o in overrides]
   sweep.record(str(sweep_dir), config, jobs, {"config_file": "configs/cascade.py",
                                                 "preset": "quick"})
@@ -95,7 +95,7 @@ def make_sweep(sweep_dir, overrides=tuple({"seed": s} for s in SEEDS)) -> list[s
 
 
 def aggregate_config(sweep_dir, **overrides):
-  config = config_lib.load_file(os.path.join(ROOT, "configs", "aggregate.py"))
+  config = config_lib.load_file(os.path.join(config_lib.CONFIGS_DIR, "aggregate.py"))
   config.update(sweep_dir=sweep_dir and str(sweep_dir), bootstrap_resamples=200,
                 **overrides)
   return config
@@ -107,7 +107,7 @@ def aggregated(tmp_path_factory):
   sweep_dir = tmp_path_factory.mktemp("sweep")
   make_sweep(sweep_dir)
   subprocess.run([sys.executable, "-m", "saliency_jax.main",
-                  f"--config={os.path.join(ROOT, 'configs', 'aggregate.py')}",
+                  f"--config={os.path.join(config_lib.CONFIGS_DIR, 'aggregate.py')}",
                   f"--config.sweep_dir={sweep_dir}", "--config.bootstrap_resamples=200"],
                  check=True, cwd=ROOT, capture_output=True, timeout=300)
   summary = json.loads((sweep_dir / sweep.AGGREGATE / "summary.json").read_text())

@@ -23,7 +23,7 @@ from saliency_jax.experiments import benchmark
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
-CONFIG = os.path.join(ROOT, "configs", "benchmark.py")
+CONFIG = os.path.join(config_lib.CONFIGS_DIR, "benchmark.py")
 
 
 def _quick_config(preset="quick"):
@@ -507,7 +507,7 @@ def test_paper_preset_is_the_papers_study():
               for dtype in ("float32", "bfloat16")]
   # Stages of one cascade study: InceptionV3 as configs/cascade.py:paper
   # (the trained model + 11 blocks), DenseNet121 every block.
-  cascade = config_lib.load_file(os.path.join(ROOT, "configs", "cascade.py"),
+  cascade = config_lib.load_file(os.path.join(config_lib.CONFIGS_DIR, "cascade.py"),
                                  "paper")
   stages = [1 + (s["cascade_blocks"] or len(
       benchmark._cascade_order(s["model"]))) for s in settings]  # pylint: disable=protected-access

@@ -1,4 +1,4 @@
-# Run: python -m saliency_jax.main --config=configs/study.py --workdir=/tmp/saliency_jax/study
+# Run: python -m saliency_jax.main --config=study
 """The whole study of Arun et al. (Radiology: AI 2021) in one workdir.
 
 Runs the cascading weight-randomization, label-randomization, repeatability,

@@ -1,4 +1,4 @@
-# Run: python -m saliency_jax.main --config=configs/repeatability.py --workdir=/tmp/saliency_jax/repeatability
+# Run: python -m saliency_jax.main --config=repeatability
 """Repeatability of saliency maps across training seeds (Arun et al. 2021).
 
 Trains ``replicates`` copies of the model on the synthetic chest phantoms
@@ -8,7 +8,7 @@ of replicates' maps (SSIM, Spearman, HOG) against the similarity of maps of
 two different images. Also scores each replicate's localization. Writes
 ``results.csv``, ``summary.json``, ``figures/`` and ``report.md``.
 
-Presets (``--config=configs/repeatability.py:NAME``):
+Presets (``--config=repeatability:NAME``):
   (none)  small CNN at 128 px, 2 replicates, the journal paper's 8 methods,
           16 images; on 2 cores shared with another job, one replicate's
           training took 6.3 minutes and the maps of both 2.9 minutes, so

@@ -1,7 +1,7 @@
-# Run: python -m saliency_jax.main --config=configs/train.py --workdir=/tmp/sal/train
+# Run: python -m saliency_jax.main --config=train
 """Trains a classifier on the built-in synthetic chest phantoms.
 
-Presets (``--config=configs/train.py:NAME``):
+Presets (``--config=train:NAME``):
   (none)   small CNN at 128 px, about 5 minutes on a 2-core CPU;
   quick    a few steps on tiny data, for smoke tests;
   randomized_labels   the same, on permuted labels (Adebayo et al. 2018).

@@ -1,9 +1,9 @@
-# Run: python -m saliency_jax.main --config=configs/benchmark.py --workdir=/tmp/saliency_jax/benchmark
+# Run: python -m saliency_jax.main --config=benchmark
 """Speed of the saliency methods: maps/s per setting (model, image size,
 dtype), strategy and batch size, vs a PAIR-style loop (one jitted call per
 sample or step) in the same run, and the time of one whole cascade study.
 
-Presets (``--config=configs/benchmark.py:NAME``):
+Presets (``--config=benchmark:NAME``):
   (none)      small CNN (width 0.25, the default trained model) at 128 px on
               2 random images; SmoothGrad and IG at their shipped defaults
               (25 samples, 25 steps), SmoothGrad-IG at 5 x 5, occlusion with

@@ -1,4 +1,4 @@
-# Run: python -m saliency_jax.main --config=configs/label_randomization.py --workdir=/tmp/saliency_jax/label_randomization
+# Run: python -m saliency_jax.main --config=label_randomization
 """Label randomization test (Adebayo et al. 2018; Arun et al. 2021).
 
 Trains the model on the synthetic chest phantoms (unless ``workdir`` or
@@ -12,7 +12,7 @@ Spearman, HOG; pass = less similar than maps of two different images) and
 their localization (AUPRC, Dice, ...). Writes ``results.csv``,
 ``summary.json``, ``figures/`` and ``report.md``.
 
-Presets (``--config=configs/label_randomization.py:NAME``):
+Presets (``--config=label_randomization:NAME``):
   (none)  small CNN at 128 px, the journal paper's 8 methods, 16 images; the
           randomized-label model memorizes the first 128 training phantoms
           without augmentation (2000 random labels do not fit in a CPU
@@ -63,8 +63,5 @@ def get_config(arg: str | None = None):
   return c
 
 
-def sweep(arg: str | None = None):
-  """Replicates for launch/sweep.py: the test for seeds 0..4 (both models trained per seed)."""
-  del arg  # the same seeds for every preset
-  for seed in range(5):
-    yield {"seed": seed}
+# Replicates for launch/sweep.py: the test for training seeds 0..4.
+sweep = config_lib.seed_sweep

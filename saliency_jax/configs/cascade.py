@@ -1,4 +1,4 @@
-# Run: python -m saliency_jax.main --config=configs/cascade.py --workdir=/tmp/saliency_jax/cascade
+# Run: python -m saliency_jax.main --config=cascade
 """Cascading model-weight randomization test (Adebayo et al. 2018; Arun et al. 2021).
 
 Trains the model on ``config.dataset`` (the synthetic chest phantoms unless
@@ -8,7 +8,7 @@ its blocks top-down and compares every stage's saliency maps with the trained
 model's (SSIM, Spearman, HOG) and with the boxes (AUPRC, Dice, ...). Writes
 ``results.csv``, ``summary.json``, ``figures/`` and ``report.md``.
 
-Presets (``--config=configs/cascade.py:NAME``):
+Presets (``--config=cascade:NAME``):
   (none)       small CNN at 128 px, the journal paper's 8 methods, 16 images;
                about 10 minutes on a 2-core CPU, training included;
   independent  one block re-initialized at a time instead of a cascade;
@@ -48,11 +48,5 @@ def get_config(arg: str | None = None):
   return c
 
 
-def sweep(arg: str | None = None):
-  """Replicates for launch/sweep.py: the test for training seeds 0..4 (``arg``: the preset).
-
-  Each job trains its own model; aggregate with configs/aggregate.py.
-  """
-  del arg  # the same seeds for every preset
-  for seed in range(5):
-    yield {"seed": seed}
+# Replicates for launch/sweep.py: the test for training seeds 0..4.
+sweep = config_lib.seed_sweep

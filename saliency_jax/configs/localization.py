@@ -1,4 +1,4 @@
-# Run: python -m saliency_jax.main --config=configs/localization.py --workdir=/tmp/saliency_jax/localization
+# Run: python -m saliency_jax.main --config=localization
 """Localization utility against controls (Arun et al. 2021; Adebayo et al. 2018).
 
 Trains the model on the synthetic chest phantoms if ``workdir`` (or
@@ -11,7 +11,7 @@ method localizes better than the controls when it beats every control on
 control gives p < 0.05. Writes ``results.csv``, ``summary.json``,
 ``figures/`` and ``report.md``.
 
-Presets (``--config=configs/localization.py:NAME``):
+Presets (``--config=localization:NAME``):
   (none)  small CNN at 128 px, the journal paper's 8 methods, 16 images;
           about 5 minutes on an idle 2-core CPU, training included
           (8 minutes, 310 CPU-seconds, measured on a shared one);
@@ -41,8 +41,5 @@ def get_config(arg: str | None = None):
   return c
 
 
-def sweep(arg: str | None = None):
-  """Replicates for launch/sweep.py: the test for training seeds 0..4 (``arg``: the preset)."""
-  del arg  # the same seeds for every preset
-  for seed in range(5):
-    yield {"seed": seed}
+# Replicates for launch/sweep.py: the test for training seeds 0..4.
+sweep = config_lib.seed_sweep

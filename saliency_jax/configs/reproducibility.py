@@ -1,4 +1,4 @@
-# Run: python -m saliency_jax.main --config=configs/reproducibility.py --workdir=/tmp/saliency_jax/reproducibility
+# Run: python -m saliency_jax.main --config=reproducibility
 """Reproducibility of saliency maps across architectures (Arun et al. 2021).
 
 Trains ``model`` (A) and ``other_model`` at ``other_width`` (B) on the
@@ -10,7 +10,7 @@ against the intra-architecture similarity. Also scores each model's
 localization. Writes ``results.csv``, ``summary.json``, ``figures/`` and
 ``report.md``.
 
-Presets (``--config=configs/reproducibility.py:NAME``):
+Presets (``--config=reproducibility:NAME``):
   (none)  small CNN (width 0.25) vs InceptionV3 (width 0.125) at 128 px, the
           journal paper's 8 methods, 16 images; measured 12 CPU-minutes
           (user + system), training included (21 minutes wall on 2 cores
@@ -57,8 +57,5 @@ def get_config(arg: str | None = None):
   return c
 
 
-def sweep(arg: str | None = None):
-  """Replicates for launch/sweep.py: the test for training seeds 0..4 (``arg``: the preset)."""
-  del arg  # the same seeds for every preset
-  for seed in range(5):
-    yield {"seed": seed}
+# Replicates for launch/sweep.py: the test for training seeds 0..4.
+sweep = config_lib.seed_sweep

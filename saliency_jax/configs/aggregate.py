@@ -1,4 +1,4 @@
-# Run: python -m saliency_jax.main --config=configs/aggregate.py --config.sweep_dir=/tmp/saliency_jax/sweep
+# Run: python -m saliency_jax.main --config=aggregate --config.sweep_dir=/tmp/saliency_jax/sweep
 """Aggregate a sweep (``launch/sweep.py``): mean +/- SD across seeds (Arun et al. 2021).
 
 Reads ``SWEEP_DIR/sweep.json`` and every job's workdir, merges the finished
