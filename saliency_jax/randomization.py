@@ -88,3 +88,64 @@ def stages(trained: State, fresh: State, order: Sequence[str], *,
     raise ValueError(f"config.cascade.mode={mode!r}: expected 'cascade' or "
                      "'independent'")
   return stack([select_blocks(trained, fresh, set(b)) for b in blocks]), blocks
+
+
+def cascade_states(model: nnx.Module, fresh: nnx.Module, *,
+                   order: Sequence[str] | None = None, mode: str = "cascade",
+                   batch_stats: bool = False) -> tuple[State, list[list[str]]]:
+  """Every stage of ``model``'s cascade, stacked for ``explain_states``.
+
+  The randomization test on your own model in one call: ``fresh`` is the same
+  architecture created with another key (its initializers' draws are the
+  re-initialized weights), both taken in eval mode, as the cascade experiment
+  does; then :func:`reinitialized` and :func:`stages`.
+
+  Args:
+    model: the trained NNX model.
+    fresh: the same architecture, freshly initialized.
+    order: top-level attribute names of ``model``, top-down (logits first);
+      ``None``: ``model.cascade_order`` (every model of ``models`` has one).
+      A prefix of it randomizes fewer blocks.
+    mode: ``'cascade'`` or ``'independent'``, as :func:`stages`.
+    batch_stats: also re-initialize BatchNorm statistics (default: trained
+      ones kept, as Adebayo et al.).
+
+  Returns:
+    (states, blocks): the explainee state of ``model`` stacked on a leading
+    stage axis (stage 0 the trained model), and the blocks re-initialized at
+    each stage; ``explain_states(model, states, images, targets, ...)``
+    explains every stage.
+  """
+  if order is None:
+    order = getattr(model, "cascade_order", None)
+    if order is None:
+      raise ValueError(f"cascade_states: {type(model).__name__} has no "
+                       "cascade_order; pass order=(top-level attribute names, "
+                       "logits first)")
+  if isinstance(order, str) or not order:
+    raise ValueError(f"cascade_states: order must be a non-empty sequence of "
+                     f"block names, got {order!r}")
+  model, fresh = nnx.clone(model), nnx.clone(fresh)
+  model.eval()
+  fresh.eval()
+  _, trained_state = nnx.split(model)
+  fresh_state = reinitialized(model, fresh, batch_stats=batch_stats)
+  _check_same_shapes(trained_state, fresh_state)
+  return stages(trained_state, fresh_state, tuple(order), mode=mode)
+
+
+def _check_same_shapes(trained: State, fresh: State) -> None:
+  """``fresh`` must be ``trained``'s architecture: same leaves, shapes, dtypes."""
+  ours = {jax.tree_util.keystr(p): leaf
+          for p, leaf in jax.tree_util.tree_leaves_with_path(trained)}
+  theirs = {jax.tree_util.keystr(p): leaf
+            for p, leaf in jax.tree_util.tree_leaves_with_path(fresh)}
+  for path in sorted(ours.keys() | theirs.keys()):
+    a, b = ours.get(path), theirs.get(path)
+    if a is None or b is None or (jnp.shape(a), jnp.result_type(a)) != (
+        jnp.shape(b), jnp.result_type(b)):
+      describe = lambda x: ("missing" if x is None else
+                            f"{jnp.result_type(x)}{list(jnp.shape(x))}")
+      raise ValueError(f"cascade_states: fresh must be the model's architecture "
+                       f"created with another key; at {path} the model has "
+                       f"{describe(a)}, fresh has {describe(b)}")

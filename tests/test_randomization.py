@@ -1,7 +1,7 @@
 """Cascading and independent randomization change exactly the blocks they name."""
 
+import chex
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
@@ -110,3 +110,58 @@ def test_bad_arguments_are_named(pair):
     randomization.select_blocks(trained, trained, {"mixed10"})
   with pytest.raises(ValueError, match="config.cascade.mode='sideways'"):
     randomization.stages(trained, trained, trained_model.cascade_order, mode="sideways")
+
+
+def test_cascade_states_is_the_experiments_cascade(pair):
+  trained_model, fresh_model = pair
+  order = trained_model.cascade_order
+  states, blocks = randomization.cascade_states(trained_model, fresh_model)
+  assert blocks == [list(order[:k]) for k in range(len(order) + 1)]
+  trained = nnx.state(trained_model)
+  fresh = randomization.reinitialized(trained_model, fresh_model)
+  chex.assert_tree_shape_prefix(states, (len(order) + 1,))
+  chex.assert_trees_all_equal(randomization.unstack(states, 0), trained)
+  for k in range(len(order) + 1):
+    chex.assert_trees_all_equal(randomization.unstack(states, k),
+                                randomization.cascade(trained, fresh, order, k))
+  # BatchNorm statistics stay trained at the last stage, the kernels do not.
+  last = randomization.unstack(states, len(order))
+  chex.assert_trees_all_equal(last["block1"]["bn"]["mean"], trained["block1"]["bn"]["mean"])
+  chex.assert_trees_all_equal(last["block1"]["conv"]["kernel"],
+                              nnx.state(fresh_model)["block1"]["conv"]["kernel"])
+
+
+def test_cascade_states_options_and_no_side_effects(pair):
+  trained_model, fresh_model = pair
+  learning = nnx.clone(trained_model)
+  learning.train()
+  states, blocks = randomization.cascade_states(
+      learning, fresh_model, order=("predictions", "block4"), mode="independent",
+      batch_stats=True)
+  assert blocks == [[], ["predictions"], ["block4"]]
+  assert learning.block1.bn.use_running_average is False  # still training
+  trained, fresh = nnx.state(trained_model), nnx.state(fresh_model)
+  second = randomization.unstack(states, 2)
+  chex.assert_trees_all_equal(second["block4"], fresh["block4"])  # BatchNorm too
+  chex.assert_trees_all_equal(second["predictions"], trained["predictions"])
+
+
+def test_cascade_states_names_what_does_not_fit(pair):
+  trained_model, _ = pair
+
+  class Dense(nnx.Module):  # no cascade_order
+
+    def __init__(self, outputs, rngs):
+      self.dense = nnx.Linear(2, outputs, rngs=rngs)
+
+  with pytest.raises(ValueError, match="Dense has no cascade_order; pass order="):
+    randomization.cascade_states(Dense(2, nnx.Rngs(0)), Dense(2, nnx.Rngs(1)))
+  states, _ = randomization.cascade_states(Dense(2, nnx.Rngs(0)), Dense(2, nnx.Rngs(1)),
+                                           order=("dense",))
+  chex.assert_shape(states["dense"]["kernel"], (2, 2, 2))
+  with pytest.raises(ValueError, match=r"at \['dense'\]\['bias'\].* the model "
+                     r"has float32\[2\], fresh has float32\[3\]"):
+    randomization.cascade_states(Dense(2, nnx.Rngs(0)), Dense(3, nnx.Rngs(1)),
+                                 order=("dense",))
+  with pytest.raises(ValueError, match="order must be a non-empty sequence"):
+    randomization.cascade_states(trained_model, trained_model, order="block1")

@@ -11,9 +11,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 IMAGE_ERROR = "{method}: x must be one image (H, W, C), got shape {shape}"
+IMAGES_ERROR = "{method}: images must be a batch (N, H, W, C), got shape {shape}"
+FLOAT_ERROR = ("{method}: images must be floating point (e.g. uint8 pixels / "
+               "255), got {dtype}; saliency methods differentiate the image")
 TARGET_ERROR = "{method}: target must be one integer class index, got {value!r}"
 CHOICE_ERROR = "{method}: {arg} must be one of {choices}, got {value!r}"
 POSITIVE_ERROR = "{method}: {arg} must be a positive integer, got {value!r}"
@@ -24,6 +28,15 @@ KEY_ERROR = ("{method}: needs a `key` (jax.random.key) for its randomness; "
 def image(method: str, x: Any) -> None:
   if np.ndim(x) != 3:
     raise ValueError(IMAGE_ERROR.format(method=method, shape=np.shape(x)))
+
+
+def images(method: str, x: Any) -> None:
+  """A batch (N, H, W, C) of floating-point images (arrays or tracers)."""
+  if np.ndim(x) != 4:
+    raise ValueError(IMAGES_ERROR.format(method=method, shape=np.shape(x)))
+  dtype = x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
+  if not jnp.issubdtype(dtype, jnp.floating):
+    raise ValueError(FLOAT_ERROR.format(method=method, dtype=np.dtype(dtype)))
 
 
 def target(method: str, value: Any) -> None:

@@ -10,12 +10,11 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.sharding import PartitionSpec as P
 
 from saliency_jax import memory
 from saliency_jax import randomization
-from saliency_jax.saliency import batching
+from saliency_jax.saliency import _checks, batching
 from saliency_jax.saliency.explainee import Explainee, as_explainee
 
 
@@ -60,9 +59,7 @@ def explain(explainee: Any, images: jax.Array, targets: Any = None, *,
     Raw attributions (N, H, W, C) (XRAI: (N, H, W, 1)).
   """
   fn = _resolve(method)
-  if np.ndim(images) != 4:
-    raise ValueError(f"explain: images must be a batch (N, H, W, C), got "
-                     f"shape {np.shape(images)}")
+  _checks.images("explain", images)
   images = jnp.asarray(images)
   e = as_explainee(explainee)
   strategy, batch_size = batching.resolve(strategy, batch_size, keep_auto=True)
@@ -159,9 +156,7 @@ def explain_states(explainee: Any, states: Any, images: jax.Array,
   num_states = _check_states(e.state, states)
   fn = _resolve(method)
   strategy, batch_size = batching.resolve(strategy, batch_size, keep_auto=True)
-  if np.ndim(images) != 4:
-    raise ValueError(f"explain_states: images must be a batch (N, H, W, C), "
-                     f"got shape {np.shape(images)}")
+  _checks.images("explain_states", images)
   images = jnp.asarray(images)
   sharded = mesh is not None and mesh.size > 1
   if batch_size == batching.AUTO and not sharded:

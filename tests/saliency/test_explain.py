@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
+import re
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +17,7 @@ from saliency_jax import models
 from saliency_jax import randomization
 from saliency_jax import saliency
 from saliency_jax.models import small_cnn
-from saliency_jax.saliency import batching
+from saliency_jax.saliency import _checks, batching
 
 N, SIZE = 3, 16
 
@@ -129,8 +130,12 @@ def test_explain_rejects_bad_arguments():
     saliency.explain(e, images, method="gradients")
   with pytest.raises(ValueError, match="strategy: expected one of"):
     saliency.explain(e, images, method="gradient", strategy="threads")
-  with pytest.raises(ValueError, match="images must be a batch"):
+  with pytest.raises(ValueError, match=re.escape(_checks.IMAGES_ERROR.format(
+      method="explain", shape=images[0].shape))):
     saliency.explain(e, images[0], method="gradient")
+  with pytest.raises(ValueError, match=r"explain: images must be floating point "
+                     r"\(e.g. uint8 pixels / 255\), got uint8"):
+    saliency.explain(e, np.zeros(images.shape, np.uint8), method="gradient")
   with pytest.raises(ValueError, match=r"targets must be 3 integer"):
     saliency.explain(e, images, [0, 1], method="gradient")
   with pytest.raises(ValueError, match=r"targets must lie in \[0, 3\)"):
@@ -279,6 +284,10 @@ def test_explain_states_rejects_bad_arguments():
   with pytest.raises(ValueError, match="explain_states: images must be a "
                      "batch"):
     saliency.explain_states(e, states, images[0], jnp.array([0, 1]), **kw)
+  with pytest.raises(ValueError, match="explain_states: images must be floating "
+                     "point"):
+    saliency.explain_states(e, states, np.ones(images.shape, np.int32),
+                            jnp.array([0, 1]), **kw)
   with pytest.raises(ValueError, match="needs a model explainee"):
     saliency.explain_states(lambda x: jnp.sum(x, (0, 1)), states, images,
                             jnp.array([0, 0]), **kw)
