@@ -1,9 +1,13 @@
 """Training: AdamW with warmup + cosine decay, cross-entropy, light augmentation.
 
-The whole training split lives on the device; the batch of step ``s`` is a pure
-function of ``(data_key, s)`` and the augmentation of ``(aug_key, s)``, so a run
-killed at any moment and restarted from its last orbax checkpoint ends with
-the same parameters, bit for bit, as an uninterrupted run.
+A small split lives whole on the device; a large one (``config.train.data_in_memory``,
+'auto': from 1 GiB of float32 images) is streamed: each batch read from the
+split's files a few steps ahead (:mod:`saliency_jax.data.streaming`), and
+evaluation reads it batch by batch. Either way the batch of step ``s`` is a
+pure function of ``(data_key, s)`` (the same batches streamed or not) and the
+augmentation of ``(aug_key, s)``, so a run killed at any moment and restarted
+from its last orbax checkpoint ends with the same parameters, bit for bit, as
+an uninterrupted run.
 
 ``config.train.randomize_labels`` permutes the training labels with a key
 (label randomization test, Adebayo et al. 2018); validation and test labels
@@ -12,7 +16,8 @@ stay true.
 Seeds at once: :func:`train_seeds` trains one replicate per seed, their
 states stacked on a leading axis and advanced together by one ``jax.vmap``-ped
 step over the shared training split (where the program fits the device's
-memory, :mod:`saliency_jax.memory`; else one after another). Each replicate
+memory, :mod:`saliency_jax.memory`, and the split is held in memory; else one
+after another, each streaming its own batches). Each replicate
 keeps its own directory, exactly as a plain run with that seed would
 (``checkpoints/``, ``metrics.jsonl``, ``summary.json``, ``weights.npz``).
 Its numbers equal that run's to float tolerance, not bit for bit: a vmapped
@@ -29,10 +34,11 @@ model to ``weights.npz`` (:mod:`saliency_jax.models.weights`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
-import time
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -50,13 +56,21 @@ from saliency_jax import errors
 from saliency_jax import io_utils
 from saliency_jax import memory
 from saliency_jax import models
+from saliency_jax import progress as progress_lib
 from saliency_jax import rng
+from saliency_jax import tensorboard
 from saliency_jax.data import pipeline
+from saliency_jax.data import streaming
 from saliency_jax.metrics import classification
 from saliency_jax.models import weights as weights_lib
 
 SUMMARY = "summary.json"
 EXPORT = "weights.npz"  # the finished model, for other tools (models.save_npz)
+TENSORBOARD = "tensorboard"  # event files, with config.tensorboard
+# metrics.jsonl key -> TensorBoard tag.
+TENSORBOARD_TAGS = {"train_loss": "train/loss", "train_accuracy": "train/accuracy",
+                    "val_auc": "validation/auc", "val_accuracy": "validation/accuracy",
+                    "learning_rate": "train/learning_rate"}
 
 
 def create_model(config: ml_collections.ConfigDict, in_channels: int) -> nnx.Module:
@@ -170,13 +184,22 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
 
 
 def _optimizer(settings: tuple[Any, ...]) -> optax.GradientTransformation:
-  """AdamW, learning rate: linear warmup to the peak, cosine decay to 1% of it."""
-  learning_rate, warmup_steps, steps, weight_decay = settings
-  schedule = optax.warmup_cosine_decay_schedule(
+  """AdamW with :func:`_schedule`'s learning rate."""
+  return optax.adamw(_schedule(settings), weight_decay=settings[3])
+
+
+def _schedule(settings: tuple[Any, ...]) -> optax.Schedule:
+  """Learning rate: linear warmup to the peak, cosine decay to 1% of it."""
+  learning_rate, warmup_steps, steps, _ = settings
+  return optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=learning_rate,
       warmup_steps=min(warmup_steps, steps - 1), decay_steps=steps,
       end_value=0.01 * learning_rate)
-  return optax.adamw(schedule, weight_decay=weight_decay)
+
+
+def learning_rate(config: ml_collections.ConfigDict, step: int) -> float:
+  """The learning rate of ``config``'s schedule at ``step`` (0-based updates)."""
+  return float(_schedule(_optimizer_settings(config))(step))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,10 +207,13 @@ class _Programs:
   """The step and prediction functions of one model and optimizer.
 
   ``step`` is the pure training step, ``train_step`` it jitted (the state
-  donated), ``predict`` the jitted class probabilities.
+  donated), ``batch_step`` the same step on a batch read from the files
+  (streamed splits: ``(state, images, labels, aug_key)``), ``predict`` the
+  jitted class probabilities.
   """
   step: Any
   train_step: Any
+  batch_step: Any
   predict: Any
 
 
@@ -213,9 +239,11 @@ def _cached_programs(train_def: Any, eval_def: Any, optimizer: tuple[Any, ...],
   tx = _optimizer(optimizer)
 
   def train_step(state, images, labels, data_key, aug_key):
+    idx = pipeline.batch_at_step(data_key, state["step"], num_train, batch_size)
+    return batch_step(state, images[idx], labels[idx], aug_key)
+
+  def batch_step(state, x, y, aug_key):
     step = state["step"]
-    idx = pipeline.batch_at_step(data_key, step, num_train, batch_size)
-    x, y = images[idx], labels[idx]
     if augment:
       x = pipeline.augment(jax.random.fold_in(aug_key, step), x)
 
@@ -238,12 +266,20 @@ def _cached_programs(train_def: Any, eval_def: Any, optimizer: tuple[Any, ...],
     return jax.nn.softmax(m(x))
 
   return _Programs(step=train_step, train_step=jax.jit(train_step, donate_argnums=0),
+                   batch_step=jax.jit(batch_step, donate_argnums=0),
                    predict=jax.jit(predict))
 
 
-def predict_split(programs: _Programs, state, images: jax.Array,
+def predict_split(programs: _Programs, state, split: dict[str, Any],
                   batch_size: int) -> np.ndarray:
-  """Class probabilities for every image; one host transfer at the end."""
+  """Class probabilities for every image of ``split`` (:func:`_load_split`);
+  one host transfer at the end. A streamed split is read batch by batch."""
+  if "stream" in split:
+    source = split["stream"]
+    with streaming.evaluation_batches(source, batch_size) as batches:
+      probs = [programs.predict(state, x) for x in batches]
+    return np.asarray(jnp.concatenate(probs))[:source.num_examples]
+  images = split["image_device"]
   idx, valid = pipeline.epoch_indices(None, images.shape[0], batch_size,
                                       shuffle=False)
   probs = [programs.predict(state, images[i]) for i in idx]
@@ -252,7 +288,7 @@ def predict_split(programs: _Programs, state, images: jax.Array,
 
 def evaluate(programs, state, split: dict[str, Any], batch_size: int,
              labels=None) -> dict[str, float]:
-  probs = predict_split(programs, state, split["image_device"], batch_size)
+  probs = predict_split(programs, state, split, batch_size)
   labels = split["label"] if labels is None else labels
   report = classification.binary_report(probs[:, 1], np.asarray(labels))
   # Images whose outputs are not finite (a diverged or damaged model).
@@ -315,24 +351,54 @@ def _initial_state(model: nnx.Module, tx) -> dict[str, Any]:
               opt_state=tx.init(params), step=jnp.asarray(0, jnp.int32))
 
 
-def _log_progress(step: int, total: int, stats: np.ndarray, t0: float,
-                  first_step: int, who: str = "") -> dict[str, float]:
-  rate = (step - first_step) / max(time.time() - t0, 1e-9)
-  eta = (total - step) / rate if rate > 0 else float("nan")
-  logging.info("%sstep %d/%d  loss %.4f  train_acc %.3f  %.2f steps/s  ETA %.0fs",
-               who, step, total, stats[0], stats[1], rate, eta)
+def _training_progress(what: str, total: int, start: int) -> progress_lib.Progress:
+  """The training steps' bar (a terminal) or log lines (elsewhere)."""
+  return progress_lib.Progress(what, total, unit="step", initial=start)
+
+
+def _log_progress(step: int, stats: np.ndarray, bar: progress_lib.Progress,
+                  who: str = "") -> dict[str, float]:
+  """Moves ``bar`` to ``step`` showing the window's loss and accuracy; the
+  step's record. Seeds at once (``who``) also get a line each."""
+  detail = f"loss {stats[0]:.4f}  train_acc {stats[1]:.3f}"
+  if who:
+    bar.log("%sstep %d/%d  %s", who, step, bar.total, detail)
+    bar.update_to(step)
+  else:
+    bar.update_to(step, detail)
   return {"step": step, "train_loss": float(stats[0]),
-          "train_accuracy": float(stats[1]), "steps_per_second": rate}
+          "train_accuracy": float(stats[1]), "steps_per_second": bar.rate}
+
+
+def _load_split(config: ml_collections.ConfigDict, name: str) -> dict[str, Any]:
+  """Split ``name`` (for 'train' :func:`training_split`'s examples) as training
+  and evaluation read it.
+
+  ``config.train.data_in_memory`` decides (:func:`streaming.keep_in_memory`):
+  in memory, the split's arrays with its images also on the device
+  (``image_device``); streamed, ``stream`` (a :class:`streaming.Split`, read
+  batch by batch). Both have the host ``label`` (N,), ``num_examples`` and
+  ``image_shape`` (H, W, C).
+  """
+  subset = config.train.get("num_train") if name == "train" else None
+  source = data_lib.source(config, name, num_examples=subset)
+  if streaming.keep_in_memory(config.train.get("data_in_memory", "auto"),
+                              source.image_bytes):
+    split = training_split(config) if name == "train" else data_lib.load(config, name)
+    split["image_device"] = jnp.asarray(split["image"])
+  else:
+    logging.info("%s split of %s: %d images (%.2f GB as float32) streamed from its "
+                 "files", name, config.dataset, source.num_examples,
+                 source.image_bytes / 1e9)
+    split = {"stream": source, "label": source.index().label}
+  split.update(num_examples=source.num_examples, image_shape=source.image_shape)
+  return split
 
 
 def _load_splits(config: ml_collections.ConfigDict) -> dict[str, dict[str, Any]]:
-  """The training (``training_split``), validation and test splits, each
-  with its images also on the device (``image_device``)."""
-  splits = {"train": training_split(config),
-            **{s: data_lib.load(config, s) for s in ("validation", "test")}}
-  for split in splits.values():
-    split["image_device"] = jnp.asarray(split["image"])
-  num_train = splits["train"]["image"].shape[0]
+  """The training, validation and test splits (:func:`_load_split`)."""
+  splits = {s: _load_split(config, s) for s in ("train", "validation", "test")}
+  num_train = splits["train"]["num_examples"]
   if num_train < config.train.batch_size:
     raise ValueError(f"config.train.batch_size={config.train.batch_size} exceeds the "
                      f"{num_train} training examples")
@@ -374,11 +440,13 @@ def _is_checkpoint_step(step: int, t: ml_collections.ConfigDict) -> bool:
 
 def _log_step(config: ml_collections.ConfigDict, workdir: str, programs: _Programs,
               state: dict[str, Any], validation: dict[str, Any], step: int,
-              window: np.ndarray, t0: float, start: int, who: str = "") -> None:
+              window: np.ndarray, bar: progress_lib.Progress, start: int,
+              who: str = "") -> None:
   """Appends step ``step``'s record to ``metrics.jsonl``: the mean loss and
   accuracy of ``window`` (their sums over the steps since the last record or,
-  after a resume from ``start``, since that checkpoint), and the validation
-  metrics at evaluation steps.
+  after a resume from ``start``, since that checkpoint), the learning rate of
+  the step's update, and the validation metrics at evaluation steps. With
+  ``config.tensorboard`` the same scalars also go to ``workdir/tensorboard/``.
 
   Raises:
     errors.NonFiniteError: the training loss is not finite (it diverged).
@@ -386,7 +454,8 @@ def _log_step(config: ml_collections.ConfigDict, workdir: str, programs: _Progra
   t = config.train
   # Steps since the previous log step (a multiple of log_every) or the resume.
   n = step - max(start, (step - 1) // t.log_every * t.log_every)
-  record = _log_progress(step, t.steps, np.asarray(window) / n, t0, start, who)
+  record = _log_progress(step, np.asarray(window) / n, bar, who)
+  record["learning_rate"] = learning_rate(config, step - 1)
   if not np.isfinite(record["train_loss"]):
     raise errors.NonFiniteError(
         f"training {config.model} (seed {config.seed}) in {workdir}: the training "
@@ -395,8 +464,11 @@ def _log_step(config: ml_collections.ConfigDict, workdir: str, programs: _Progra
   if step % t.eval_every == 0 or step == t.steps:
     val = evaluate(programs, state, validation, t.batch_size)
     record.update({f"val_{k}": v for k, v in val.items()})
-    logging.info("%sstep %d  validation %s", who, step, _fmt(val))
+    bar.log("%sstep %d  validation %s", who, step, _fmt(val))
   io_utils.append_jsonl(os.path.join(workdir, "metrics.jsonl"), record)
+  if config.get("tensorboard"):
+    tensorboard.write_scalars(os.path.join(workdir, TENSORBOARD), step, {
+        tag: record[key] for key, tag in TENSORBOARD_TAGS.items() if key in record})
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -407,7 +479,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   curves) and ``summary.json`` (validation and test metrics).
 
   Args:
-    config: the resolved experiment config (``configs/train.py``).
+    config: the resolved experiment config (the ``train`` config).
     workdir: the run's directory.
     stop_after: stop (as if killed) once this many steps are done; for tests.
 
@@ -419,8 +491,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     return evaluate_weights(config, workdir)
   splits = _load_splits(config)
   labels = train_labels(config, splits)
-  num_train, in_channels = (splits["train"]["image"].shape[0],
-                            splits["train"]["image"].shape[-1])
+  num_train, in_channels = (splits["train"]["num_examples"],
+                            splits["train"]["image_shape"][-1])
   model = initial_model(config, in_channels)
   tx = make_optimizer(config)
   programs = _programs(model, config, num_train)
@@ -429,24 +501,47 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   data_key = rng.key(config.seed, rng.DATA)
   aug_key = rng.key(config.seed, rng.AUGMENT)
-  t0, window = time.time(), None
-  for step in range(start + 1, t.steps + 1):
-    state, stats = programs.train_step(state, splits["train"]["image_device"],
-                                       labels, data_key, aug_key)
-    window = stats if window is None else window + stats
-    if _is_log_step(step, t):
-      _log_step(config, workdir, programs, state, splits["validation"], step,
-                window, t0, start)
-      window = None
-    if _is_checkpoint_step(step, t):
-      save(manager, step, state)
-    if stop_after is not None and step >= stop_after:
-      manager.wait_until_finished()
-      manager.close()
-      return None
+  bar, window = _training_progress(f"training {config.model}", t.steps, start), None
+  with _training_steps(programs, splits["train"], labels, data_key, aug_key,
+                       start, t) as advance:
+    for step in range(start + 1, t.steps + 1):
+      state, stats = advance(state)
+      window = stats if window is None else window + stats
+      if _is_log_step(step, t):
+        _log_step(config, workdir, programs, state, splits["validation"], step,
+                  window, bar, start)
+        window = None
+      if _is_checkpoint_step(step, t):
+        save(manager, step, state)
+      if stop_after is not None and step >= stop_after:
+        bar.close()
+        manager.wait_until_finished()
+        manager.close()
+        return None
+  bar.close()
   manager.wait_until_finished()
   manager.close()
   return _finish(config, workdir, model, programs, state, splits, labels)
+
+
+@contextlib.contextmanager
+def _training_steps(programs: _Programs, split: dict[str, Any], labels: jax.Array,
+                    data_key: jax.Array, aug_key: jax.Array, start: int,
+                    t: ml_collections.ConfigDict) -> Iterator[Any]:
+  """The training step from ``start`` on as ``advance(state) -> (state, stats)``.
+
+  In memory, the step gathers its batch from the device-resident split;
+  streamed, its batch (the same indices, :func:`streaming.training_order`)
+  comes read ahead from the files. Leaving the context stops the reading.
+  """
+  if "stream" not in split:
+    images = split["image_device"]
+    yield lambda state: programs.train_step(state, images, labels, data_key, aug_key)
+    return
+  with streaming.training_batches(split["stream"], np.asarray(labels), data_key,
+                                  start, t.steps, t.batch_size) as batches:
+    batches = iter(batches)
+    yield lambda state: programs.batch_step(state, *next(batches), aug_key)
 
 
 def _finish(config: ml_collections.ConfigDict, workdir: str, model: nnx.Module,
@@ -454,7 +549,7 @@ def _finish(config: ml_collections.ConfigDict, workdir: str, model: nnx.Module,
             splits: dict[str, dict[str, Any]], labels: jax.Array) -> dict[str, Any]:
   """A trained run's ``weights.npz`` export, then its ``summary.json``."""
   t = config.train
-  in_channels = splits["train"]["image"].shape[-1]
+  in_channels = splits["train"]["image_shape"][-1]
   nnx.update(model, state["params"], state["rest"])
   model.eval()
   weights_lib.save_npz(os.path.join(workdir, EXPORT), model, name=config.model,
@@ -490,10 +585,8 @@ def evaluate_weights(config: ml_collections.ConfigDict, workdir: str) -> dict[st
   What ``train_and_evaluate`` does instead of training when the weights come
   from elsewhere: no steps, no checkpoints.
   """
-  splits = {s: data_lib.load(config, s) for s in ("validation", "test")}
-  for split in splits.values():
-    split["image_device"] = jnp.asarray(split["image"])
-  model = weights_model(config, splits["test"]["image"].shape[-1])
+  splits = {s: _load_split(config, s) for s in ("validation", "test")}
+  model = weights_model(config, splits["test"]["image_shape"][-1])
   tx = make_optimizer(config)
   programs = _programs(model, config, num_train=1)
   state = _initial_state(model, tx)
@@ -597,8 +690,9 @@ def train_seeds(config: ml_collections.ConfigDict, directories: list[str],
   checkpointed into its own directory, so that a kill at any moment resumes
   bit for bit. One after another
   (:func:`train_and_evaluate`) when ``config.train.seeds_at_once`` is False,
-  when fewer than two are unfinished, or when the stacked step does not fit
-  the device's memory (:func:`memory.fits`).
+  when fewer than two are unfinished, when the stacked step does not fit
+  the device's memory (:func:`memory.fits`), or when the training split is
+  streamed rather than held in memory (``config.train.data_in_memory``).
 
   Args:
     config: the training config; its ``seed`` is replaced by each of ``seeds``.
@@ -717,9 +811,18 @@ def _train_at_once(configs: list[ml_collections.ConfigDict], directories: list[s
 
   Returns:
     True when trained, False when stopped early, None (nothing trained) when
-    the stacked step does not fit the device's memory.
+    the stacked step does not fit the device's memory or the training split
+    is streamed (too large to keep whole: :func:`_load_split`).
   """
   t, seeds = configs[0].train, [c.seed for c in configs]
+  # Each seed reads its own batches: streamed, K batches a step from the
+  # files; trained one after another instead, each streaming its own.
+  train_source = data_lib.source(configs[0], "train", num_examples=t.get("num_train"))
+  if not streaming.keep_in_memory(t.get("data_in_memory", "auto"),
+                                  train_source.image_bytes):
+    logging.info("training seeds %s: the training split is streamed (%.2f GB of "
+                 "images): one after another", seeds, train_source.image_bytes / 1e9)
+    return None
   splits = _load_splits(configs[0])
   images = splits["train"]["image_device"]
   tx = make_optimizer(configs[0])
@@ -767,7 +870,9 @@ def _stacked_loop(configs: list[ml_collections.ConfigDict], directories: list[st
     The stacked final states, or None when stopped after ``stop_after`` steps.
   """
   t, count = configs[0].train, len(configs)
-  t0, window = time.time(), None
+  bar = _training_progress(f"training {configs[0].model} seeds "
+                           f"{[c.seed for c in configs]}", t.steps, int(starts.min()))
+  window = None
   sums = [None] * count  # per replicate, host: [loss, accuracy] since its last record
   for tick in range(1, t.steps - int(starts.min()) + 1):
     state, stats = step(state, *inputs.arguments())
@@ -781,12 +886,14 @@ def _stacked_loop(configs: list[ml_collections.ConfigDict], directories: list[st
         sums[i] = host[i] if sums[i] is None else sums[i] + host[i]
     for i in logged:
       _log_step(configs[i], directories[i], programs, _unstack(state, i), validation,
-                int(steps[i]), sums[i], t0, int(starts[i]),
+                int(steps[i]), sums[i], bar, int(starts[i]),
                 who=f"seed {configs[i].seed}: ")
       sums[i] = None
     for i in active:
       if _is_checkpoint_step(int(steps[i]), t):
         save(managers[i], int(steps[i]), _unstack(state, i))
     if stop_after is not None and np.minimum(steps, t.steps).min() >= stop_after:
+      bar.close()
       return None
+  bar.close()
   return state

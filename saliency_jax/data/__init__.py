@@ -7,6 +7,8 @@ in [0, 1], ``label``, ``boxes`` (N, 4, 4) ``(x, y, w, h)``, ``num_boxes``,
 Datasets: ``synthetic_cxr`` (built in), ``rsna_pneumonia``,
 ``siim_acr_pneumothorax`` and ``image_folder`` (built from files in
 ``config.manual_dir``; see each builder's module docstring for the layout).
+``source(config, split)`` reads a split record by record instead
+(:mod:`saliency_jax.data.streaming`), for splits too large to hold whole.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import ml_collections
 import numpy as np
 
 from saliency_jax.data import pipeline
+from saliency_jax.data import streaming
 
 
 def builder_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -62,3 +65,11 @@ def load(config: ml_collections.ConfigDict, split: str) -> dict[str, np.ndarray]
   """Split ``split`` of ``config.dataset``, built into ``config.data_dir`` if needed."""
   return pipeline.load_split(config.dataset, split, data_dir=config.data_dir,
                              **builder_options(config))
+
+
+def source(config: ml_collections.ConfigDict, split: str, *,
+           num_examples: int | None = None) -> streaming.Split:
+  """Split ``split`` of ``config.dataset`` read by record index, never whole
+  (its first ``num_examples`` records if given)."""
+  return streaming.Split(config.dataset, split, data_dir=config.data_dir,
+                         num_examples=num_examples, **builder_options(config))

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from saliency_jax import errors
+from saliency_jax import progress
 
 SPLITS = ("train", "validation", "test")
 ON_BAD_INPUT = ("error", "skip")
@@ -379,15 +380,15 @@ def parallel_map(fn: Callable[[Any], Any], tasks: Sequence[Any], *, num_workers:
   core. Workers start with 'spawn': forking a process that runs JAX threads
   can deadlock.
   """
-  from tqdm import auto as tqdm  # pylint: disable=g-import-not-at-top
   workers = (os.cpu_count() or 1) if num_workers is None else num_workers
-  bar = tqdm.tqdm(total=len(tasks), desc=desc, unit="img", mininterval=2.0,
-                  disable=len(tasks) < 64)
+  # Small builds (the tests' trees) stay quiet.
+  bar = progress.Progress(desc, len(tasks), unit="img") if len(tasks) >= 64 else None
   try:
     if workers <= 1 or len(tasks) < 2:
       for task in tasks:
         yield fn(task)
-        bar.update()
+        if bar:
+          bar.update()
       return
     context = multiprocessing.get_context("spawn")
     pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context)
@@ -395,7 +396,8 @@ def parallel_map(fn: Callable[[Any], Any], tasks: Sequence[Any], *, num_workers:
       chunk = max(1, min(32, len(tasks) // (4 * workers)))
       for result in pool.map(fn, tasks, chunksize=chunk):
         yield result
-        bar.update()
+        if bar:
+          bar.update()
     except concurrent.futures.process.BrokenProcessPool as e:
       raise RuntimeError(f"{desc}: a decoding worker process died ({e}); rerun with "
                          "--config.real_data.num_workers=0 to decode in this process, "
@@ -404,7 +406,8 @@ def parallel_map(fn: Callable[[Any], Any], tasks: Sequence[Any], *, num_workers:
       # A build stopped by a bad input must not decode the rest first.
       pool.shutdown(wait=True, cancel_futures=True)
   finally:
-    bar.close()
+    if bar:
+      bar.close()
 
 
 def decode_rle(encoded: str, height: int, width: int) -> np.ndarray:

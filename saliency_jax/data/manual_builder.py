@@ -5,6 +5,8 @@ Kept apart from `manual` so that decoding workers never import TFDS.
 
 from __future__ import annotations
 
+import contextlib
+
 import dataclasses
 import json
 import os
@@ -100,16 +102,18 @@ def _generate(builder: tfds.core.GeneratorBasedBuilder, split: str,
   updated after each split, before TFDS writes it at the end of the build.
   """
   count = 0
-  results = manual.parallel_map(manual.load_example, tasks,
-                                num_workers=builder.builder_config.num_workers,
-                                desc=f"{builder.name} {split}")
-  for index, result in enumerate(results):
-    if isinstance(result, manual.Bad):
-      problems.record(result.kind, result.where, result.what)
-      continue
-    count += 1
-    empty.record(split, result)
-    yield index, result.record
+  # Closed here when a bad input stops the build: its worker pool then shuts
+  # down now, not at interpreter exit (where that fails with a traceback).
+  with contextlib.closing(manual.parallel_map(
+      manual.load_example, tasks, num_workers=builder.builder_config.num_workers,
+      desc=f"{builder.name} {split}")) as results:
+    for index, result in enumerate(results):
+      if isinstance(result, manual.Bad):
+        problems.record(result.kind, result.where, result.what)
+        continue
+      count += 1
+      empty.record(split, result)
+      yield index, result.record
   if count == 0:
     raise manual.BadInputError(
         f"{manual_dir} ({builder.name}): split {split!r} is empty after skipping all "

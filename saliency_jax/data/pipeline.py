@@ -5,7 +5,9 @@ returns one split as stacked numpy arrays, the same format for every dataset.
 Batching is index arithmetic in JAX so that a training loop can keep the whole
 dataset on device and gather each batch inside its jitted step: the batch of
 step ``t`` is a pure function of ``(key, t)``, which makes resumed training
-bit-identical.
+bit-identical. A split too large to hold whole is read record by record
+(:func:`data_source`, :func:`stack_records`) by :mod:`saliency_jax.data.streaming`,
+which gives the same batches from the host.
 """
 
 from __future__ import annotations
@@ -95,6 +97,9 @@ def builder(name: str, *, data_dir: str | None, **builder_options: Any):
       b = _BUILDERS[name](data_dir, **builder_options)
       if not (b.data_path.exists() and b.is_prepared()):
         import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+        # Ours report their progress (saliency_jax.progress); TFDS's bars
+        # have no total and fill logs with carriage returns.
+        tfds.disable_progress_bar()
         print(f"{name}: building {b.info.full_name} in {b.data_dir} ...", flush=True)
         start = time.perf_counter()
         b.download_and_prepare(
@@ -166,24 +171,69 @@ def load_split(name: str, split: str, *, data_dir: str | None,
     ``view_position``, ``sex``, ``patient_id`` (str), ``age`` (float32 years,
     NaN if unknown) and, for RSNA, ``class``.
   """
-  b = builder(name, data_dir=data_dir, **builder_options)
+  source = data_source(name, split, data_dir=data_dir, **builder_options)
+  return stack_records(source.dataset_info.features,
+                       source.__getitems__(range(len(source))))
+
+
+def data_source(name: str, split: str, *, data_dir: str | None, **builder_options: Any):
+  """Random access to one split's records (TFDS array_record data source);
+  ``source[i]`` decodes record ``i`` only."""
+  return split_source(builder(name, data_dir=data_dir, **builder_options), split)
+
+
+def split_source(b: Any, split: str):
+  """:func:`data_source` of split ``split`` of the built ``b`` (:func:`builder`)."""
   if split not in b.info.splits:
-    raise ValueError(f"{name}/{b.info.config_name}: no split {split!r}; available: "
+    raise ValueError(f"{b.name}/{b.info.config_name}: no split {split!r}; available: "
                      f"{sorted(b.info.splits)}")
-  source = b.as_data_source(split=split)
-  records = source.__getitems__(range(len(source)))
+  return b.as_data_source(split=split)
+
+
+def stack_records(features: Any, records: list[dict[str, Any]], *,
+                  fields: tuple[str, ...] | None = None,
+                  box_rows: int | None = None,
+                  text_widths: dict[str, int] | None = None) -> dict[str, np.ndarray]:
+  """Decoded records of a split as :func:`load_split`'s arrays.
+
+  Args:
+    features: the build's ``info.features``.
+    records: decoded records (``data_source(...)[i]``).
+    fields: only these arrays (``image`` and ``label`` are cheap to stack
+      alone); None: every one.
+    box_rows: pad ``boxes`` to this many rows (the whole split's K), so that
+      a subset equals those rows of the whole split's arrays.
+    text_widths: likewise the string arrays' widths (numpy ``<U{width}``).
+  """
+  image_feature = features["image"]
+  scale = (np.float32(manual.IMAGE_SCALE)  # manual datasets store [0, 1] as uint16
+           if image_feature.np_dtype == np.uint16 else None)
+  if fields is not None and set(fields) <= {"image", "label"}:
+    arrays = {}
+    if "image" in fields:
+      image = np.zeros((0, *image_feature.shape), np.float32) if not records else (
+          np.stack([r["image"] for r in records]).astype(np.float32))
+      arrays["image"] = image if scale is None else image / scale
+    if "label" in fields:
+      arrays["label"] = np.array([r["label"] for r in records], np.int32)
+    return arrays
   examples = [{k: v.decode() if isinstance(v, bytes) else v for k, v in r.items()}
               for r in records]
-  image_feature = b.info.features["image"]
   arrays = synthetic.stack_examples(examples, image_shape=tuple(image_feature.shape))
-  if image_feature.np_dtype == np.uint16:  # manual datasets store [0, 1] as uint16
-    arrays["image"] = arrays["image"] / np.float32(manual.IMAGE_SCALE)
+  if scale is not None:
+    arrays["image"] = arrays["image"] / scale
   for field in _TEXT_FIELDS:
-    if field in b.info.features:
+    if field in features:
       arrays[field] = np.array([e[field] for e in examples], dtype=str)
-  if "age" in b.info.features:
+  if "age" in features:
     arrays["age"] = np.array([e["age"] for e in examples], np.float32)
-  return arrays
+  if box_rows is not None and arrays["boxes"].shape[1] < box_rows:
+    boxes = arrays["boxes"]
+    arrays["boxes"] = np.zeros((len(boxes), box_rows, 4), np.float32)
+    arrays["boxes"][:, :boxes.shape[1]] = boxes
+  for field, width in (text_widths or {}).items():
+    arrays[field] = arrays[field].astype(f"<U{width}")
+  return arrays if fields is None else {k: arrays[k] for k in fields}
 
 
 @functools.partial(jax.jit, static_argnames=("num_examples", "batch_size", "shuffle",

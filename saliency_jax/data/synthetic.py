@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from saliency_jax import progress
+
 MAX_BOXES = 4
 SPLITS = ("train", "validation", "test")
 
@@ -396,7 +398,9 @@ def phantom(seed: int, index: int, *, image_size: int = 128,
 
 def generate(seed: int, start: int, count: int, **options: Any) -> dict[str, np.ndarray]:
   """Examples ``start .. start + count - 1`` of ``seed`` stacked by `stack_examples`."""
-  examples = [phantom(seed, i, **options) for i in range(start, start + count)]
+  examples = [phantom(seed, i, **options) for i in progress.track(
+      range(start, start + count), f"phantoms {start}..{start + count - 1} of seed "
+      f"{seed}", unit="img")]
   size = options.get("image_size", 128)
   return stack_examples(examples, image_shape=(size, size, 1))
 

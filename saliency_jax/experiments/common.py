@@ -7,11 +7,9 @@ in :mod:`saliency_jax.experiments.runner` and :mod:`saliency_jax.results`.
 from __future__ import annotations
 
 import csv
-import functools
 import io
 import os
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -28,14 +26,11 @@ from saliency_jax import io_utils
 from saliency_jax import rng
 from saliency_jax import train
 from saliency_jax import workdir as workdir_lib
-from saliency_jax.metrics import localization
-from saliency_jax.metrics import similarity
+from saliency_jax.metrics import scoring
 from saliency_jax.saliency import postprocess
 from saliency_jax.saliency import presets
 from saliency_jax.saliency import xrai as xrai_lib
 
-# Similarity metrics computed on the host (not jittable).
-_HOST_SIMILARITY = ("hog_spearman",)
 # ----------------------------------------------------------------- models ---
 
 def trained_model(config: ml_collections.ConfigDict, workdir: str, *,
@@ -125,9 +120,13 @@ def evaluation_images(config: ml_collections.ConfigDict, split: str = "test", *,
   Arun et al. evaluated 100 random positive test images. A positive here is
   an image with at least one box (or mask pixel). With ``workdir`` the chosen
   images are also listed in its ``images.csv`` (:func:`write_image_table`).
+  Only the chosen records are decoded: which are positive comes from the
+  split's index (:mod:`saliency_jax.data.streaming`, cached with the build);
+  the arrays equal those rows of the whole split's (``data_lib.load``).
   """
-  data = data_lib.load(config, split)
-  positive = np.flatnonzero((data["label"] == 1) & data["mask"].any(axis=(1, 2)))
+  source = data_lib.source(config, split)
+  index = source.index()
+  positive = np.flatnonzero((index.label == 1) & index.annotated)
   if positive.size < 2:
     # Before any model is trained: the different-image baseline needs two.
     raise errors.ConfigError(
@@ -140,7 +139,7 @@ def evaluation_images(config: ml_collections.ConfigDict, split: str = "test", *,
                     "using %d", config.num_images, split, positive.size, count)
   generator = np.random.default_rng(rng.integer_seed(config.seed, rng.SUBSET))
   chosen = np.sort(generator.choice(positive, size=count, replace=False))
-  images = {k: v[chosen] for k, v in data.items()}
+  images = source.read(chosen, exact=True)
   if workdir is not None:
     workdir_lib.record_inputs(workdir, {"dataset": {
         "build": data_lib.build_name(config),
@@ -184,12 +183,7 @@ def segments_for(method: str, images: np.ndarray) -> dict[str, np.ndarray]:
   """Per-image inputs that depend only on the image (XRAI's segments), once."""
   if method != "xrai":
     return {}
-  masks = [xrai_lib.xrai_segments(np.asarray(x), max_segments=None) for x in images]
-  most = max(m.shape[0] for m in masks)
-  padded = np.zeros((len(masks), most) + masks[0].shape[1:], bool)
-  for i, m in enumerate(masks):
-    padded[i, :m.shape[0]] = m
-  return {"segments": padded}
+  return {"segments": xrai_lib.batch_segments(images)}
 
 
 @jax.jit
@@ -200,59 +194,6 @@ def postprocess_batch(raw: jax.Array) -> jax.Array:
 
 # ----------------------------------------------------------------- scores ---
 
-def localization_scores(maps: jax.Array, masks: jax.Array,
-                        names: Sequence[str]) -> dict[str, np.ndarray]:
-  """Each metric of ``names`` for maps (..., N, H, W) against masks (N, H, W)."""
-  return {name: np.asarray(_batched_localization(name, maps.ndim)(maps, masks))
-          for name in names}
-
-
-@functools.lru_cache(maxsize=None)
-def _batched_localization(name: str, ndim: int):
-  """One jitted program per (metric, rank): fresh jits would recompile."""
-  per_image = jax.vmap(localization.LOCALIZATION[name])
-  for _ in range(ndim - 3):
-    per_image = jax.vmap(per_image, in_axes=(0, None))
-  return jax.jit(per_image)
-
-
-@functools.lru_cache(maxsize=None)
-def _batched_similarity(name: str, ndim: int):
-  batched = similarity.SIMILARITY[name]
-  for _ in range(ndim - 2):
-    batched = jax.vmap(batched)
-  return jax.jit(batched)
-
-
-def similarity_scores(a: jax.Array, b: jax.Array,
-                      names: Sequence[str]) -> dict[str, np.ndarray]:
-  """Each similarity of ``names`` between maps a (..., H, W) and b (same shape)."""
-  out = {}
-  for name in names:
-    fn = similarity.SIMILARITY[name]
-    if name in _HOST_SIMILARITY:
-      a_np, b_np = np.asarray(a), np.asarray(b)
-      flat = [fn(x, y) for x, y in zip(a_np.reshape(-1, *a_np.shape[-2:]),
-                                       b_np.reshape(-1, *b_np.shape[-2:]))]
-      out[name] = np.asarray(flat, np.float64).reshape(a_np.shape[:-2])
-      continue
-    out[name] = np.asarray(_batched_similarity(name, a.ndim)(a, b))
-  return out
-
-
-# --------------------------------------------------------------- progress ---
-
-class Progress:
-  """Logs units done, rate and ETA; at least one line per unit of work."""
-
-  def __init__(self, what: str, total: int, unit: str = "images"):
-    self.what, self.total, self.unit = what, total, unit
-    self.done, self.start = 0, time.time()
-
-  def update(self, count: int, detail: str) -> None:
-    self.done += count
-    elapsed = max(time.time() - self.start, 1e-9)
-    rate = self.done / elapsed
-    eta = (self.total - self.done) / rate if rate > 0 else float("nan")
-    logging.info("%s: %s  %d/%d %s  %.2f %s/s  ETA %.0fs", self.what, detail,
-                 self.done, self.total, self.unit, rate, self.unit, eta)
+# Metrics by name over batches, from the one registry (saliency_jax.metrics).
+localization_scores = scoring.localization_scores
+similarity_scores = scoring.similarity_scores

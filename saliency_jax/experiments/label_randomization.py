@@ -42,6 +42,7 @@ from absl import logging
 from flax import nnx
 
 from saliency_jax import config as config_lib
+from saliency_jax import data as data_lib
 from saliency_jax import devices
 from saliency_jax import errors
 from saliency_jax import io_utils
@@ -127,7 +128,9 @@ def randomized_config(config: ml_collections.ConfigDict,
 
 def training_labels(config: ml_collections.ConfigDict) -> tuple[np.ndarray, np.ndarray]:
   """(true, permuted) training labels, the permuted ones exactly as train.py draws them."""
-  labels = jnp.asarray(train.training_split(config)["label"], jnp.int32)
+  # From the split's index: the labels without decoding a single image.
+  split = data_lib.source(config, "train", num_examples=config.train.get("num_train"))
+  labels = jnp.asarray(split.index().label, jnp.int32)
   return np.asarray(labels), np.asarray(train.randomized_labels(config, labels))
 
 

@@ -90,6 +90,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   return summary
 
 
+_MASK_CHUNK = 256  # training masks read at once
+
+
 def mean_training_mask(config: ml_collections.ConfigDict) -> tuple[np.ndarray, int]:
   r"""Mean of the training split's masks over its positives (the average box).
 
@@ -101,15 +104,20 @@ def mean_training_mask(config: ml_collections.ConfigDict) -> tuple[np.ndarray, i
   Returns:
     (mean mask (H, W) float32 in [0, 1], number of positives averaged).
   """
-  train = data_lib.load(config, "train")
-  positive = (train["label"] == 1) & train["mask"].any(axis=(1, 2))
-  if not positive.any():
+  train = data_lib.source(config, "train")
+  index = train.index()
+  positive = np.flatnonzero((index.label == 1) & index.annotated)
+  if not positive.size:
     raise errors.ConfigError(
         f"config.dataset={config.dataset!r}: the training split has no positive "
         f"image with a box or mask, so there is no {MEAN_MASK}; drop it from "
         "config.controls")
-  mean = train["mask"][positive].mean(axis=0, dtype=np.float64)
-  return mean.astype(np.float32), int(positive.sum())
+  # In chunks: only masks are decoded, never the whole split's images at once.
+  total = np.zeros(train.image_shape[:2], np.float64)
+  for start in range(0, positive.size, _MASK_CHUNK):
+    masks = train.read(positive[start:start + _MASK_CHUNK], fields=("mask",))["mask"]
+    total += masks.sum(axis=0, dtype=np.float64)
+  return (total / positive.size).astype(np.float32), int(positive.size)
 
 
 # ---------------------------------------------------------------- summary ---

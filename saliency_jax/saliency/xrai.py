@@ -23,6 +23,7 @@ from skimage import morphology
 from skimage import segmentation as sk_segmentation
 from skimage import transform
 
+from saliency_jax import progress
 from saliency_jax.saliency import _checks, batching
 from saliency_jax.saliency.integrated_gradients import integrated_gradients
 
@@ -123,6 +124,32 @@ def xrai_segments(image: np.ndarray | jax.Array, *,
                      f"max_segments={max_segments}")
   return np.concatenate(
       [masks, np.zeros((max_segments - len(masks), h, w), dtype=bool)])
+
+
+def batch_segments(images: np.ndarray | Sequence[np.ndarray], *,
+                   what: str = "xrai segments") -> np.ndarray:
+  """:func:`xrai_segments` of every image, padded to the most any has.
+
+  Host-side and slow (six Felzenszwalb segmentations per image), so it
+  reports its progress (:mod:`saliency_jax.progress`) as ``what``.
+
+  Args:
+    images: N images (N, H, W[, C]).
+    what: the progress lines' prefix.
+
+  Returns:
+    Boolean masks (N, S, H, W), S the largest count of one image; an image
+    with fewer is padded with empty masks (which XRAI never picks).
+  """
+  masks = [xrai_segments(np.asarray(x), max_segments=None)
+           for x in progress.track(images, what, unit="img")]
+  if not masks:
+    raise ValueError("batch_segments: no images")
+  most = max(m.shape[0] for m in masks)
+  padded = np.zeros((len(masks), most) + masks[0].shape[1:], bool)
+  for i, m in enumerate(masks):
+    padded[i, :m.shape[0]] = m
+  return padded
 
 
 def _density(masks: jax.Array, attr: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -169,10 +169,12 @@ def test_workdir_that_cannot_hold_a_run(tmp_path):
 def test_too_few_test_positives_fail_before_any_training(monkeypatch, tmp_path):
   # One positive: the different-image baseline cannot be formed; this used to
   # fail after training and the saliency maps.
-  split = {"label": np.array([0, 1, 0]), "mask": np.zeros((3, 8, 8), bool),
-           "image": np.zeros((3, 8, 8, 1), np.float32), "id": np.array(["a", "b", "c"])}
-  split["mask"][1, 2:4, 2:4] = True
-  monkeypatch.setattr(common.data_lib, "load", lambda config, name: split)
+  # The split's index: labels, and which records have a mask pixel.
+  index = common.data_lib.streaming.SplitIndex(
+      label=np.array([0, 1, 0], np.int32), annotated=np.array([False, True, False]),
+      box_rows=4, text_widths={"id": 1})
+  source = type("Source", (), {"index": lambda self: index})()
+  monkeypatch.setattr(common.data_lib, "source", lambda config, name: source)
   config = experiment_runs.quick_config("cascade", tmp_path)
   with pytest.raises(errors.ConfigError, match=r"split 'test' has 1 positive image"):
     common.evaluation_images(config, workdir=str(tmp_path))

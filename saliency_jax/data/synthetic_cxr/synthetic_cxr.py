@@ -17,6 +17,7 @@ from typing import Any, Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
+from saliency_jax import progress
 from saliency_jax.data import synthetic
 
 
@@ -110,12 +111,14 @@ class SyntheticCxr(tfds.core.GeneratorBasedBuilder):
     del dl_manager  # Nothing to download.
     c = self.builder_config
     ranges = synthetic.split_ranges(c.num_train, c.num_validation, c.num_test)
-    return {split: self._generate_examples(start, count)
+    return {split: self._generate_examples(start, count, split)
             for split, (start, count) in ranges.items() if count > 0}
 
-  def _generate_examples(self, start: int, count: int) -> Iterator[tuple[int, dict[str, Any]]]:
+  def _generate_examples(self, start: int, count: int, split: str
+                         ) -> Iterator[tuple[int, dict[str, Any]]]:
     c = self.builder_config
-    for index in range(start, start + count):
+    for index in progress.track(range(start, start + count),
+                                f"synthetic_cxr {split} phantoms", unit="img"):
       e = synthetic.phantom(c.seed, index, image_size=c.image_size,
                             prevalence=c.prevalence, shortcut=c.shortcut)
       # Integer keys: with disable_shuffling, records are stored in key order.
