@@ -83,6 +83,7 @@ from saliency_jax import config as config_lib
 from saliency_jax import errors
 from saliency_jax import io_utils, memory, models, saliency
 from saliency_jax.report import figures
+from saliency_jax.report import markdown
 from saliency_jax.saliency import batching
 from saliency_jax.saliency import gradcam as gradcam_lib
 from saliency_jax.saliency import guided_backprop as guided_lib
@@ -169,9 +170,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   }
   io_utils.write_json(os.path.join(workdir, "benchmark.json"), results)
   table = format_table(results)
-  io_utils.write_text(os.path.join(workdir, "report.md"),
-                      _report(results, table))
   plot(results, os.path.join(workdir, "figures", "benchmark.png"))
+  markdown.write_report(workdir, _report(results, table))
   print(table, flush=True)
   return results
 

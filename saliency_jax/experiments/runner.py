@@ -39,6 +39,7 @@ from saliency_jax import data as data_lib
 from saliency_jax import devices
 from saliency_jax import io_utils
 from saliency_jax import memory
+from saliency_jax import progress as progress_lib
 from saliency_jax import results
 from saliency_jax import rng
 from saliency_jax import saliency
@@ -287,7 +288,10 @@ def run_methods(config: ml_collections.ConfigDict, workdir: str, *, experiment: 
       config.to_json_best_effort(sort_keys=True), workdir_lib.recorded_inputs(workdir),
       experiment, [(s.name, s.model, s.seed, s.stage) for s in states],
       [(c.a, c.b, c.suffix) for c in comparisons], ids)
-  progress = common.Progress(experiment, len(names) * len(states) * len(ids))
+  # One unit: a map (a method's, of one image under one model state).
+  progress = progress_lib.Progress(experiment, len(names) * len(states) * len(ids),
+                                   unit="map")
+  save_example_images(workdir, experiment, images_np, config.report.example_images)
   parts, examples, health, invalid, runs_of = [], {}, {}, {}, {}
   for m, name in enumerate(names):
     part_name = f"{experiment}-{name}"
@@ -331,9 +335,27 @@ def run_methods(config: ml_collections.ConfigDict, workdir: str, *, experiment: 
       invalid[name] = (f"{bad_maps} maps or logits were not finite "
                        f"({', '.join(f'{s}: {v}' for s, v in _nonzero(health[name]))})")
       logging.warning("%s %s: INVALID, %s", experiment, name, invalid[name])
+  progress.close()
   all_rows = results.write_results(workdir, parts)
   return Outcome(rows=all_rows, examples=examples, health=health, invalid=invalid,
                  targets=[np.asarray(t) for t in targets], batching=runs_of)
+
+
+def example_images_path(workdir: str, experiment: str) -> str:
+  return os.path.join(workdir, "maps", f"{experiment}-images.npz")
+
+
+def save_example_images(workdir: str, experiment: str,
+                        images_np: dict[str, np.ndarray], count: int) -> None:
+  """``maps/<experiment>-images.npz``: the first ``count`` evaluated images,
+  their boxes, masks and ids (the film under the example maps of the HTML
+  report). Cheap, so written on every run rather than verified on resume."""
+  film = {k: np.asarray(images_np[k][:count])
+          for k in ("image", "boxes", "num_boxes", "mask") if k in images_np}
+  film["id"] = np.asarray([str(i.decode() if isinstance(i, bytes) else i)
+                           for i in images_np["id"][:count]])
+  io_utils.atomic_write(example_images_path(workdir, experiment),
+                        lambda f: np.savez_compressed(f, **film))
 
 
 def _example_maps_match(path: str, manifest: dict[str, Any]) -> bool:

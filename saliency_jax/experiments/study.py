@@ -20,6 +20,7 @@ from absl import logging
 from saliency_jax import config as config_lib
 from saliency_jax import errors
 from saliency_jax import io_utils
+from saliency_jax.report import markdown
 
 TESTS = ("cascade", "label_randomization", "repeatability", "reproducibility",
          "localization")
@@ -74,7 +75,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   summary = {"experiment": "study", "tests": list(config.study.tests),
              "verdicts": table}
   io_utils.write_json(os.path.join(workdir, "summary.json"), summary)
-  io_utils.write_text(os.path.join(workdir, "report.md"), _report(config, table))
+  markdown.write_report(workdir, _report(config, table))
   return summary
 
 

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 
-from saliency_jax import io_utils
 from saliency_jax.report import cascade_report
 from saliency_jax.report import figures
 from saliency_jax.report import markdown
@@ -57,7 +56,7 @@ def write(workdir: str, config: Any, summary: Mapping[str, Any]) -> None:
       markdown.figures_section({"scores": written}, {"scores": "Scores across seeds"}),
       _how_to_read(summary),
   ]
-  io_utils.write_text(os.path.join(workdir, REPORT), "\n".join(p for p in parts if p))
+  markdown.write_report(workdir, "\n".join(p for p in parts if p))
 
 
 def _name(condition: str) -> str:

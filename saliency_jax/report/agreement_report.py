@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from saliency_jax import io_utils
 from saliency_jax.report import figures
 from saliency_jax.report import markdown
+from saliency_jax.report import run_figures
 
 FIGURES_DIR = "figures"
 REPORT = "report.md"
@@ -37,7 +37,9 @@ WORDS = {"repeatability": ("Repeatability across training seeds", "replicates",
                              "architectures", "REPRODUCIBLE", "NOT REPRODUCIBLE")}
 FIGURE_TITLES = {"maps": "Maps of the same image by each model",
                  "similarity": "Similarity between models",
-                 "localization": "Localization per model"}
+                 "localization": "Localization per model",
+                 "distributions": "Per-image score distributions",
+                 "training": "Training curves"}
 # Index of aggregates: (model, seed, method, metric) -> aggregate row.
 # Replicates share a model name, so the seed is part of the key.
 Index = dict[tuple[str, int, str, str], Mapping[str, Any]]
@@ -64,6 +66,11 @@ def write(workdir: str, config: Any, summary: Mapping[str, Any],
       "maps": _map_figures(workdir, summary, examples, images_np, methods),
       "similarity": _similarity_figures(workdir, summary, methods),
       "localization": _localization_figures(workdir, summary, index, methods),
+      "distributions": _distribution_figures(workdir, summary, methods),
+      "training": run_figures.training_curves(
+          workdir, config, {m["name"]: m.get("training")
+                            for m in summary.get("members") or []},
+          summary.get("experiment", "agreement"), "Training of the compared models"),
   }
   parts = [
       _title(summary),
@@ -74,8 +81,7 @@ def write(workdir: str, config: Any, summary: Mapping[str, Any],
       markdown.figures_section(written, FIGURE_TITLES),
       _how_to_read(summary),
   ]
-  io_utils.write_text(os.path.join(workdir, REPORT),
-                      "\n".join(p for p in parts if p))
+  markdown.write_report(workdir, "\n".join(p for p in parts if p))
 
 
 def pair_label(pair: Mapping[str, str]) -> str:
@@ -155,6 +161,42 @@ def _localization_figures(workdir, summary, index: Index, methods
                         f"{metric} per model")
     out.append((f"{metric} localization per model", relative))
   return out
+
+
+def _distribution_figures(workdir, summary, methods) -> list[tuple[str, str]]:
+  """Per-image boxes: similarity per group of pairs beside the different-image
+  baseline; each member's localization."""
+  experiment = summary.get("experiment", "agreement")
+  rows = [r for r in run_figures.result_rows(workdir) if r["experiment"] == experiment]
+  members = {m["name"]: m for m in summary.get("members") or []}
+  if not rows or not members:
+    return []
+
+  def rows_of(name: str, **where: Any) -> dict[str, Any]:
+    return {"model": members[name]["model"], "seed": int(members[name]["seed"]),
+            **where}
+
+  similarity_groups = {}
+  for pair in summary.get("pairs") or []:
+    label = GROUP_LABELS.get(pair.get("group"), pair.get("group") or pair_label(pair))
+    similarity_groups.setdefault(label, []).append(
+        rows_of(pair["a"], metric="{metric}_vs_" + pair["b"]))
+  first = next(iter(members))
+  similarity_groups[GROUP_LABELS[BASELINE]] = [
+      rows_of(first, metric="{metric}_" + BASELINE)]
+  return run_figures.score_distributions(
+      workdir, rows, name=f"{experiment}_similarity",
+      caption="Similarity per image between models' maps and the "
+              "different-image baseline",
+      metrics=summary.get("similarity") or [], methods=methods,
+      groups=similarity_groups,
+      title="Similarity per image (boxes: quartiles; dots: images)"
+  ) + run_figures.score_distributions(
+      workdir, rows, name=f"{experiment}_localization",
+      caption="Localization per image of each model",
+      metrics=summary.get("localization") or [], methods=methods,
+      groups={name: rows_of(name) for name in members},
+      title="Localization per image (boxes: quartiles; dots: images)")
 
 
 # ----------------------------------------------------------------- report ---

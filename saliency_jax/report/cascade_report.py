@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from saliency_jax import io_utils
 from saliency_jax.report import figures
 from saliency_jax.report import markdown
+from saliency_jax.report import run_figures
 
 FIGURES_DIR = "figures"
 REPORT = "report.md"
@@ -54,10 +54,15 @@ def write(workdir: str, config: Any, summary: Mapping[str, Any],
                                         similarity, labels),
       "localization": _localization_figures(workdir, index, methods,
                                             localization, labels),
+      "distributions": _distribution_figures(workdir, methods, similarity,
+                                             localization, labels),
+      "training": run_figures.training_curves(
+          workdir, config, {"trained": summary.get("training")}, "cascade",
+          f"Training of {summary.get('model', 'the model')}"),
   }
   text = _render(config, summary, images_np, methods, labels, index,
                 similarity, localization, written)
-  io_utils.write_text(os.path.join(workdir, REPORT), text)
+  markdown.write_report(workdir, text)
 
 
 def stage_labels(stages: Sequence[Mapping[str, Any]], mode: str,
@@ -146,6 +151,32 @@ def _localization_figures(workdir, index: Index, methods, metrics,
 
 
 # ----------------------------------------------------------------- report ---
+
+def _distribution_figures(workdir, methods, similarity, localization, labels
+                          ) -> list[tuple[str, str]]:
+  """Per-image boxes: localization of the trained and the last stage's
+  model; similarity of the last stage's maps to the trained model's beside
+  the different-image baseline."""
+  rows = [r for r in run_figures.result_rows(workdir) if r["experiment"] == "cascade"]
+  if not rows or not labels:
+    return []
+  last = len(labels) - 1
+  return run_figures.score_distributions(
+      workdir, rows, name="cascade_localization",
+      caption="Localization per image: trained vs the last stage",
+      metrics=localization, methods=methods,
+      groups={labels[0]: {"stage": 0}, labels[last]: {"stage": last}},
+      title="Localization per image (boxes: quartiles; dots: images)"
+  ) + run_figures.score_distributions(
+      workdir, rows, name="cascade_similarity",
+      caption="Similarity per image: the last stage's maps vs the trained "
+              "model's, and the different-image baseline",
+      metrics=similarity, methods=methods,
+      groups={f"{labels[last]} vs trained": {"stage": last},
+              "different images (baseline)": {
+                  "metric": "{metric}" + BASELINE_SUFFIX, "stage": 0}},
+      title="Similarity per image (boxes: quartiles; dots: images)")
+
 
 def _render(config: Any, summary: Mapping[str, Any],
             images_np: Mapping[str, np.ndarray], methods: Sequence[str],
@@ -267,7 +298,9 @@ def _localization_section(summary, index: Index, methods, metrics, labels) -> st
 
 def _figures_section(written: Mapping[str, list[tuple[str, str]]]) -> str:
   titles = {"maps": "Maps per stage", "similarity": "Similarity per stage",
-            "localization": "Localization per stage"}
+            "localization": "Localization per stage",
+            "distributions": "Per-image score distributions",
+            "training": "Training curves"}
   lines = ["## Figures\n"]
   for kind, items in written.items():
     if items:

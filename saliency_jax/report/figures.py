@@ -271,6 +271,172 @@ def metric_bars(path: str,
   save(fig, path)
 
 
+# Training curves: panel title -> metrics.jsonl key.
+CURVE_PANELS = (("training loss", "train_loss"), ("training accuracy", "train_accuracy"),
+                ("validation AUC", "val_auc"))
+
+
+def training_curves(path: str,
+                    records: Mapping[str, Sequence[Mapping[str, float]]]
+                    | Sequence[Mapping[str, float]],
+                    title: str = "Training curves") -> None:
+  """Loss, training accuracy and validation AUC against the step: three panels.
+
+  One line per model (a model's ``metrics.jsonl`` records, e.g. replicates
+  or two architectures), in one color across the panels. Training loss and
+  accuracy are means over the steps since the previous record; validation
+  AUC exists at evaluation steps only. Non-finite values are left out (a
+  panel with none says so), a single record is drawn as a point.
+
+  Args:
+    path: PNG to write.
+    records: model label -> its records (dicts with ``step`` and some of
+      ``train_loss``, ``train_accuracy``, ``val_auc``), or one model's records.
+    title: figure title.
+  """
+  if not isinstance(records, Mapping):
+    records = {"": records}
+  colors = dict(zip(records, _colors(len(records))))
+  fig = Figure(figsize=(13.0, 3.9), layout="constrained")
+  axes = fig.subplots(1, len(CURVE_PANELS), squeeze=False)[0]
+  for ax, (name, key) in zip(axes, CURVE_PANELS):
+    drawn = False
+    for label, model_records in records.items():
+      steps, values = _series(model_records, key)
+      if steps.size:
+        # Markers where lines cannot show much: a few points, or one.
+        ax.plot(steps, values, color=colors[label], label=label or None,
+                marker="o" if steps.size <= 20 else None, markersize=3.5)
+        drawn = True
+    if not drawn:
+      ax.text(0.5, 0.5, "no finite values", transform=ax.transAxes, ha="center",
+              va="center", fontsize=_FONT, color="0.4")
+    ax.set_title(name, fontsize=_FONT + 1)
+    ax.set_xlabel("step", fontsize=_FONT)
+    ax.tick_params(labelsize=_FONT - 1)
+    ax.grid(alpha=0.3)
+  if any(records):
+    handles, labels = axes[0].get_legend_handles_labels()
+    if not handles:  # no model has a finite loss: any panel with lines
+      for ax in axes[1:]:
+        handles, labels = ax.get_legend_handles_labels()
+        if handles:
+          break
+    if handles:
+      fig.legend(handles, labels, loc="outside right upper", fontsize=_FONT,
+                 frameon=False)
+  fig.suptitle(title, fontsize=_FONT + 2)
+  save(fig, path)
+
+
+def _series(records: Sequence[Mapping[str, float]], key: str
+            ) -> tuple[np.ndarray, np.ndarray]:
+  """(steps, values) of the records with a finite ``key``, in step order."""
+  pairs = sorted((float(r["step"]), float(r[key])) for r in records
+                 if r.get(key) is not None and "step" in r
+                 and np.isfinite(float(r[key])))
+  if not pairs:
+    return np.zeros(0), np.zeros(0)
+  steps, values = np.asarray(pairs, np.float64).T
+  return steps, values
+
+
+def score_distributions(path: str, rows: Sequence[Mapping[str, object]], *,
+                        metrics: Sequence[str], methods: Sequence[str],
+                        groups: Mapping[str, Mapping[str, object]
+                                        | Sequence[Mapping[str, object]]] | None = None,
+                        title: str, ylabel: str = "per-image score") -> int:
+  """Per-image scores as box plots: one panel per metric, x = methods.
+
+  What the means and intervals of the tables hide: the spread over images,
+  skew, a few images that carry a mean. Each method gets one box per group
+  (e.g. the trained and the fully randomized model), the images' values as
+  dots over it; non-finite values (undefined, INVALID) are left out.
+
+  Args:
+    path: PNG to write.
+    rows: result rows (``results.FIELDS``: method, metric, stage, value, ...).
+    metrics: the panels, in order; a metric without finite values is left
+      out.
+    methods: the x positions, in order.
+    groups: group label -> column values its rows must have, or a list of
+      such (rows matching any: pairs pooled in a group); a ``metric`` value
+      is a template with ``{metric}`` for the panel's metric (e.g.
+      ``{"metric": "{metric}_different_images", "stage": 0}``). None: one
+      group, every row of the panel's metric.
+    title: figure title.
+    ylabel: y axis label.
+
+  Returns:
+    The number of panels drawn (0: no finite value at all, nothing written).
+  """
+  groups = dict(groups or {"": {}})
+  panels = {}
+  for metric in metrics:
+    values = {(g, m): _group_values(rows, metric, m, where)
+              for g, where in groups.items() for m in methods}
+    if any(v.size for v in values.values()):
+      panels[metric] = values
+  if not panels:
+    return 0
+  columns = min(3, len(panels))
+  num_rows = -(-len(panels) // columns)
+  width = max(4.5, 0.45 * len(methods) * len(groups) + 1.8)
+  fig = Figure(figsize=(min(width * columns, 18.0), 3.6 * num_rows + 1.0),
+               layout="constrained")
+  axes = np.asarray(fig.subplots(num_rows, columns, squeeze=False)).reshape(-1)
+  colors = dict(zip(groups, _colors(len(groups))))
+  box_width = 0.8 / len(groups)
+  jitter = np.random.default_rng(0)  # fixed: the same figure on every run
+  for ax, (metric, values) in zip(axes, panels.items()):
+    for g, group in enumerate(groups):
+      offset = (g - (len(groups) - 1) / 2) * box_width
+      for m, method in enumerate(methods):
+        data = values[(group, method)]
+        if not data.size:
+          continue
+        ax.boxplot(data, positions=[m + offset], widths=box_width * 0.8,
+                   patch_artist=True, showfliers=False, manage_ticks=False,
+                   boxprops=dict(facecolor=colors[group], alpha=0.35,
+                                 edgecolor=colors[group]),
+                   medianprops=dict(color="black"),
+                   whiskerprops=dict(color=colors[group]),
+                   capprops=dict(color=colors[group]))
+        ax.scatter(m + offset + jitter.uniform(-0.25, 0.25, data.size) * box_width,
+                   data, s=6, color=colors[group], alpha=0.7, linewidths=0,
+                   zorder=3)
+    ax.set_xticks(np.arange(len(methods)), list(methods), rotation=30, ha="right",
+                  rotation_mode="anchor", fontsize=_FONT)
+    ax.set_xlim(-0.6, len(methods) - 0.4)
+    ax.set_title(metric, fontsize=_FONT + 1)
+    ax.set_ylabel(ylabel, fontsize=_FONT)
+    ax.tick_params(axis="y", labelsize=_FONT - 1)
+    ax.grid(axis="y", alpha=0.3)
+  for ax in axes[len(panels):]:
+    ax.set_visible(False)
+  if len(groups) > 1:
+    handles = [patches.Patch(facecolor=colors[g], alpha=0.5, label=g) for g in groups]
+    fig.legend(handles=handles, loc="outside right upper", fontsize=_FONT,
+               frameon=False)
+  fig.suptitle(title, fontsize=_FONT + 2)
+  save(fig, path)
+  return len(panels)
+
+
+def _group_values(rows: Sequence[Mapping[str, object]], metric: str, method: str,
+                  where: Mapping[str, object] | Sequence[Mapping[str, object]]
+                  ) -> np.ndarray:
+  """The finite values of ``method``'s rows of ``metric`` matching ``where``
+  (or any of a list of such)."""
+  wants = [{**w, "metric": str(w.get("metric", "{metric}")).format(metric=metric),
+            "method": method}
+           for w in ([where] if isinstance(where, Mapping) else where)]
+  values = np.asarray([float(r["value"]) for r in rows
+                       if any(all(r.get(k) == v for k, v in want.items())
+                              for want in wants)], np.float64)
+  return values[np.isfinite(values)]
+
+
 # ---------------------------------------------------------------- helpers ---
 
 def _display_image(image: np.ndarray) -> np.ndarray:

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from saliency_jax import io_utils
 from saliency_jax.report import figures
 from saliency_jax.report import markdown
+from saliency_jax.report import run_figures
 
 FIGURES_DIR = "figures"
 REPORT = "report.md"
@@ -44,6 +44,14 @@ def write(workdir: str, config: Any, summary: Mapping[str, Any],
   written = {
       "difference": _difference_figure(workdir, summary, methods),
       "maps": _map_figures(workdir, summary, examples, images_np, methods),
+      "distributions": _distribution_figures(workdir, summary, methods),
+      "training": run_figures.training_curves(
+          workdir, config, {COLUMNS[0]: summary.get("training"),
+                            COLUMNS[1]: (summary.get("memorization") or {}).get(
+                                "training")},
+          "label_randomization",
+          f"Training of {summary.get('model', 'the model')} on true and on "
+          "permuted labels"),
   }
   parts = [
       f"# Label randomization test: `{summary.get('model', '?')}` on "
@@ -55,11 +63,12 @@ def write(workdir: str, config: Any, summary: Mapping[str, Any],
       markdown.excluded_section(markdown.excluded_lines(index), summary, methods),
       markdown.figures_section(written, {
           "difference": "Localization lost with the labels",
-          "maps": "Maps of both models"}),
+          "maps": "Maps of both models",
+          "distributions": "Per-image score distributions",
+          "training": "Training curves"}),
       _how_to_read(),
   ]
-  io_utils.write_text(os.path.join(workdir, REPORT),
-                      "\n".join(p for p in parts if p))
+  markdown.write_report(workdir, "\n".join(p for p in parts if p))
 
 
 # ---------------------------------------------------------------- figures ---
@@ -79,6 +88,28 @@ def _difference_figure(workdir, summary, methods) -> list[tuple[str, str]]:
       "permuted labels")
   return [("Localization of the trained model minus the randomized-label "
            "model's", relative)]
+
+
+def _distribution_figures(workdir, summary, methods) -> list[tuple[str, str]]:
+  """Per-image boxes: both models' localization; the randomized-label
+  model's similarity to the trained one's maps beside the baseline."""
+  rows = [r for r in run_figures.result_rows(workdir)
+          if r["experiment"] == "label_randomization"]
+  return run_figures.score_distributions(
+      workdir, rows, name="label_randomization_localization",
+      caption="Localization per image: trained vs randomized-label model",
+      metrics=summary.get("localization") or [], methods=methods,
+      groups={COLUMNS[0]: {"stage": 0}, COLUMNS[1]: {"stage": 1}},
+      title="Localization per image (boxes: quartiles; dots: images)"
+  ) + run_figures.score_distributions(
+      workdir, rows, name="label_randomization_similarity",
+      caption="Similarity per image: randomized-label vs trained model's maps, "
+              "and the different-image baseline",
+      metrics=summary.get("similarity") or [], methods=methods,
+      groups={"randomized labels vs trained": {"stage": 1},
+              "different images (baseline)": {
+                  "metric": "{metric}_different_images", "stage": 0}},
+      title="Similarity per image (boxes: quartiles; dots: images)")
 
 
 def _map_figures(workdir, summary, examples, images_np, methods

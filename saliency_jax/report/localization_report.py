@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from saliency_jax import io_utils
 from saliency_jax.report import figures
 from saliency_jax.report import markdown
+from saliency_jax.report import run_figures
 
 FIGURES_DIR = "figures"
 REPORT = "report.md"
@@ -55,6 +55,15 @@ def write(workdir: str, config: Any, summary: Mapping[str, Any],
   written = {
       "bars": _bar_figure(workdir, summary, index, methods, controls, metrics),
       "maps": _map_figures(workdir, summary, examples, images_np, methods, controls),
+      "distributions": run_figures.score_distributions(
+          workdir, [r for r in run_figures.result_rows(workdir)
+                    if r["experiment"] == "localization"],
+          name="localization", caption="Localization per image, methods and controls",
+          metrics=metrics, methods=methods + controls,
+          title="Localization per image (boxes: quartiles; dots: images)"),
+      "training": run_figures.training_curves(
+          workdir, config, {"trained": summary.get("training")}, "localization",
+          f"Training of {summary.get('model', 'the model')}"),
   }
   parts = [
       f"# Localization utility: `{summary.get('model', '?')}` on "
@@ -64,11 +73,13 @@ def write(workdir: str, config: Any, summary: Mapping[str, Any],
       _metric_sections(summary, index, methods, controls, metrics),
       markdown.excluded_section(markdown.excluded_lines(index)),
       markdown.figures_section(written, {"bars": "Localization of methods and "
-                                         "controls", "maps": "Example maps"}),
+                                         "controls", "maps": "Example maps",
+                                         "distributions": "Per-image score "
+                                         "distributions",
+                                         "training": "Training curves"}),
       _how_to_read(summary),
   ]
-  io_utils.write_text(os.path.join(workdir, REPORT),
-                      "\n".join(p for p in parts if p))
+  markdown.write_report(workdir, "\n".join(p for p in parts if p))
 
 
 # ---------------------------------------------------------------- figures ---

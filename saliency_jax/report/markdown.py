@@ -9,14 +9,29 @@ the same way: 3 decimals, NaN as 'n/a', intervals as 'mean [low, high]'.
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from saliency_jax import io_utils
+
 # Index of aggregates: (method, metric, stage) -> aggregate row.
 Index = dict[tuple[str, str, int], Mapping[str, Any]]
+
+
+def write_report(workdir: str, text: str) -> str:
+  """Writes ``text`` as ``workdir/report.md``, then ``report.html`` beside it.
+
+  Every report writer ends here, so each ``report.md`` gets its
+  self-contained HTML page (:mod:`saliency_jax.report.html`): call it after
+  the figures the report links are written. Returns the HTML's path.
+  """
+  io_utils.write_text(os.path.join(workdir, "report.md"), text)
+  from saliency_jax.report import html  # pylint: disable=g-import-not-at-top
+  return html.write(workdir)
 
 
 def get(config: Any, key: str, default: Any = None) -> Any:

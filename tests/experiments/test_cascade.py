@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import pytest
 import experiment_runs
@@ -165,3 +166,19 @@ def test_two_processes_give_one_process_results(run, tmp_path):
   assert json.load(open(scaled / "summary.json"))["batching"]["gradient"][0]["devices"] == 4
   # Process 1 wrote nothing into the workdir.
   assert not [p for p in os.listdir(scaled) if "process" in p]
+
+
+def test_report_html_browses_every_method_and_stage(run):
+  """The run's report.html, opened in headless Chromium on the last stage."""
+  import headless_browser  # tests/: the browser checks of tests/report/test_html.py
+  config, workdir, summary = run
+  last = len(summary["stages"]) - 1
+  page = headless_browser.open_page(str(workdir / "report.html"),
+                                    f"method=gradcam&stage={last}&image=1")
+  headless_browser.assert_renders(page)
+  assert page.image("map-view")["data-key"] == f"cascade/gradcam/{last}/1"
+  assert page.image("image-view").get("src")  # the example images were saved
+  for select, count in (("stage", len(summary["stages"])),
+                        ("method", len(config.methods))):
+    options = re.search(rf'id="select-{select}">(.*?)</select>', page.dom, re.S)
+    assert options.group(1).count("<option") == count, select

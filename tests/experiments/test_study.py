@@ -30,6 +30,11 @@ def test_study_runs_tests_in_subfolders_and_tabulates_verdicts(tmp_path):
     row = next(l for l in report.splitlines() if l.startswith(f"| `{method}` |"))
     assert row.count("PASS") + row.count("FAIL") == 2
   assert "(cascade/report.md)" in report and "(localization/report.md)" in report
+  # report.html links each test's report.html, written beside its report.md.
+  page = open(workdir / "report.html").read()
+  for test in config.study.tests:
+    assert f'href="{test}/report.html"' in page
+    assert (workdir / test / "report.html").exists()
 
 
 def test_verdicts_of_reads_each_summary_kind():
