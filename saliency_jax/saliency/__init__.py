@@ -15,11 +15,13 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-from saliency_jax.saliency import (controls, gradcam, gradient,
+from saliency_jax.saliency import (controls, eigencam, gradcam,
+                                   gradcam_plus_plus, gradient,
                                    gradient_x_input, guided_backprop,
-                                   guided_gradcam, integrated_gradients,
-                                   occlusion, postprocess, presets, smoothgrad,
-                                   smoothgrad_ig)
+                                   guided_gradcam, hirescam,
+                                   integrated_gradients, layercam, occlusion,
+                                   postprocess, presets, random_cam, scorecam,
+                                   smoothgrad, smoothgrad_ig, xgradcam)
 from saliency_jax.saliency.batching import DEFAULT_STRATEGY, STRATEGIES
 from saliency_jax.saliency.explain import auto_batch_size, explain, explain_states
 from saliency_jax.saliency.explainee import (Explainee, as_explainee,
@@ -60,6 +62,14 @@ METHODS: dict[str, Callable[..., Any]] = {
     "gradcam": gradcam.gradcam,
     "guided_backprop": guided_backprop.guided_backprop,
     "guided_gradcam": guided_gradcam.guided_gradcam,
+    # The CAM family (pytorch-grad-cam's conventions; see each module).
+    "hirescam": hirescam.hirescam,
+    "gradcam_plus_plus": gradcam_plus_plus.gradcam_plus_plus,
+    "xgradcam": xgradcam.xgradcam,
+    "layercam": layercam.layercam,
+    "eigencam": eigencam.eigencam,
+    "scorecam": scorecam.scorecam,
+    "random_cam": random_cam.random_cam,
     "occlusion": occlusion.occlusion,
     "random": controls.random,
     "edge": controls.edge,

@@ -7,8 +7,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from saliency_jax.saliency import _checks
-from saliency_jax.saliency.explainee import Explainee, as_explainee
+from saliency_jax.saliency import _cam
+from saliency_jax.saliency.explainee import Explainee
 
 
 def gradcam(logits_fn: Any, x: jax.Array, target: int | jax.Array, *,
@@ -40,21 +40,11 @@ def gradcam(logits_fn: Any, x: jax.Array, target: int | jax.Array, *,
   Reference: Selvaraju et al., arXiv:1610.02391.
   """
   del key, batch_size, strategy
-  _checks.image("gradcam", x)
-  _checks.target("gradcam", target)
-  explainee = as_explainee(logits_fn)
-  if explainee.graphdef is None:
-    raise ValueError("gradcam: needs a model with features/head (an NNX "
-                     "model or explainee.from_model), not a plain logits_fn")
-  return _gradcam(explainee, x, target)
+  return _gradcam(_cam.model_explainee("gradcam", logits_fn, x, target), x, target)
 
 
 @jax.jit
 def _gradcam(explainee: Explainee, x: jax.Array,
              target: jax.Array) -> jax.Array:
-  a = explainee.features(x)
-  weights = jnp.mean(jax.grad(lambda a: explainee.head(a)[target])(a),
-                     axis=(0, 1))
-  cam = jax.nn.relu(jnp.sum(a * weights, axis=-1))
-  cam = jax.image.resize(cam, x.shape[:2], "bilinear")
-  return jnp.broadcast_to(cam[..., None], x.shape).astype(x.dtype)
+  a, g = _cam.activations_and_gradients(explainee, x, target)
+  return _cam.finish(jnp.sum(a * jnp.mean(g, axis=(0, 1)), axis=-1), x)
