@@ -24,6 +24,8 @@ _LAZY = {
     "localization_scores": ("saliency_jax.metrics.scoring", "localization_scores"),
     "similarity_scores": ("saliency_jax.metrics.scoring", "similarity_scores"),
     "classification": ("saliency_jax.metrics.classification", None),
+    "chexlocalize": ("saliency_jax.metrics.chexlocalize", None),
+    "faithfulness": ("saliency_jax.metrics.faithfulness", None),
     "localization": ("saliency_jax.metrics.localization", None),
     "scoring": ("saliency_jax.metrics.scoring", None),
     "similarity": ("saliency_jax.metrics.similarity", None),
