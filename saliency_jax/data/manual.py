@@ -490,7 +490,9 @@ class Task:
   ``boxes`` are ``(x, y, w, h)`` in the file's pixels; ``rle`` are SIIM rows
   (their union is the mask); ``mask_path`` a mask PNG. The mask is the union
   of whichever is given (boxes rasterized after scaling to the output size,
-  RLE and mask PNGs resized); with none of them it is empty. ``rows`` name
+  RLE and mask PNGs resized); ``coco_masks`` COCO run-length masks
+  ``((h, w), counts)`` (`coco_rle.decode`), e.g. from CheXlocalize's JSON;
+  with none of them it is empty. ``rows`` name
   the CSV row (``file:line``) of each box or RLE row, in order, for messages.
   """
 
@@ -501,6 +503,7 @@ class Task:
   boxes: tuple[tuple[float, float, float, float], ...] = ()
   rle: tuple[str, ...] = ()
   mask_path: str | None = None
+  coco_masks: tuple[tuple[tuple[int, int], str | tuple[int, ...]], ...] = ()
   fields: tuple[tuple[str, str], ...] = ()  # extra text fields, e.g. ("class", ...)
   rows: tuple[str, ...] = ()
 
@@ -535,6 +538,7 @@ def load_example(task: Task) -> Example | Bad:
   Bad inputs are returned, never raised: an exception crossing the process
   pool would stop the build whatever ``on_bad_input`` says.
   """
+  from saliency_jax.data import coco_rle  # pylint: disable=g-import-not-at-top
   from saliency_jax.data import dicom  # pylint: disable=g-import-not-at-top
   from saliency_jax.data import synthetic  # pylint: disable=g-import-not-at-top
   try:
@@ -559,6 +563,14 @@ def load_example(task: Task) -> Example | Bad:
     except ValueError as e:
       where = task.rows[index] if index < len(task.rows) else task.path
       return Bad("bad_rle", where, f"RLE of {task.id} ({task.path}): {e}")
+  for size, counts in task.coco_masks:
+    if tuple(size) != (height, width):
+      return Bad("mask_shape", task.path, f"COCO mask of {task.id} is {size[1]} x {size[0]}, "
+                 f"image {task.path} is {width} x {height}")
+    try:
+      mask |= coco_rle.decode({"size": list(size), "counts": counts})
+    except ValueError as e:
+      return Bad("bad_rle", task.path, f"COCO RLE of {task.id}: {e}")
   if task.mask_path:
     try:
       mask_image = read_png(task.mask_path)

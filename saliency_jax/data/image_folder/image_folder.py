@@ -8,8 +8,13 @@ Layout of ``manual_dir``::
                                   without a box), or masks: image_id,label
   masks/<image_id>.png            masks only: nonzero = abnormal; same size as
                                   the image; optional for label-0 images
+  masks.json                      or, instead of masks/, COCO run-length masks as
+                                  CheXlocalize ships them: {image_id: {pathology:
+                                  {"size": [h, w], "counts": ...}}}
 
-``label`` is 0 or 1. An optional ``patient_id`` column groups images of one
+``label`` is 0 or 1. With ``masks.json``, an optional ``pathology`` column
+names each image's entry; without it each entry must hold exactly one mask.
+An optional ``patient_id`` column groups images of one
 patient into one split. Boxes are ``(x, y, width, height)`` in the file's
 pixels, ``(x, y)`` the top-left corner. Images are resized to ``image_size``
 squared (non-square films are stretched; boxes follow); mask PNGs with area
@@ -23,11 +28,13 @@ import os
 
 import tensorflow_datasets as tfds
 
-from saliency_jax.data import manual, manual_builder
+from saliency_jax.data import coco_rle, manual, manual_builder
 
 LABELS_CSV = "labels.csv"
 IMAGES = "images"
 MASKS = "masks"
+MASKS_JSON = "masks.json"
+PATHOLOGY = "pathology"
 
 
 def make_config(*, manual_dir: str, classes: str | None = None, **options
@@ -36,7 +43,10 @@ def make_config(*, manual_dir: str, classes: str | None = None, **options
   del classes  # RSNA's option
   return manual_builder.make_config(
       manual_dir=manual_dir,
-      label_files=((LABELS_CSV, "image_id,x,y,width,height,label or image_id,label"),),
+      label_files=((LABELS_CSV, "image_id,x,y,width,height,label or image_id,label"),
+                   # Editing masks.json changes the build's name, as labels.csv does.
+                   *(((MASKS_JSON, "COCO run-length masks"),)
+                     if os.path.isfile(os.path.join(manual_dir, MASKS_JSON)) else ())),
       # Two folders may hold the same labels.csv with different images.
       stamp_extra=os.path.abspath(manual_dir), **options)
 
@@ -73,9 +83,12 @@ class ImageFolder(tfds.core.GeneratorBasedBuilder):
                                  group_column="patient_id")
     files = manual.find_files(os.path.join(root, IMAGES), (".dcm", ".png"),
                               "the image files (.dcm or .png)")
-    masks = {} if with_boxes else manual.find_files(
+    json_path = os.path.join(root, MASKS_JSON)
+    from_json = not with_boxes and os.path.isfile(json_path)
+    rle = _json_masks(json_path, labels_path, labels.labels, problems) if from_json else {}
+    masks = {} if with_boxes or from_json else manual.find_files(
         os.path.join(root, MASKS), (".png",),
-        f"masks/<image_id>.png: {LABELS_CSV} has no box columns")
+        f"masks/<image_id>.png or {MASKS_JSON}: {LABELS_CSV} has no box columns")
     for kind, found in (("unlabelled_image", files), ("unlabelled_mask", masks)):
       for image_id in sorted(set(found) - set(labels.named)):
         problems.record(kind, found[image_id], f"no row of {LABELS_CSV} names {image_id}")
@@ -88,15 +101,71 @@ class ImageFolder(tfds.core.GeneratorBasedBuilder):
       if image_id not in files:
         problems.record("missing_image", os.path.join(root, IMAGES, image_id),
                         f"no .dcm or .png file; {LABELS_CSV} names {image_id}")
-      elif not with_boxes and label == 1 and image_id not in masks:
+      elif not with_boxes and not from_json and label == 1 and image_id not in masks:
         problems.record("missing_mask", os.path.join(root, MASKS, f"{image_id}.png"),
                         f"no mask for positive image {image_id}")
+      elif from_json and image_id not in rle:
+        pass  # counted by _json_masks
       elif group in split_of:  # otherwise counted by splits_for
         tasks[split_of[group]].append(manual.Task(
             id=image_id, path=files[image_id], label=label, size=c.image_size,
             boxes=tuple(boxes), mask_path=masks.get(image_id),
+            coco_masks=rle.get(image_id, ()),
             rows=tuple(labels.rows.get(image_id, ()))))
     return manual_builder.split_generators(self, tasks, problems, manual_dir=root)
 
   def _generate_examples(self):
     raise NotImplementedError("_split_generators returns the generators")
+
+
+def _json_masks(json_path: str, labels_path: str, labels: dict, problems: manual.Problems
+                ) -> dict[str, tuple]:
+  """image_id -> ((size, counts),) from masks.json; () for a negative without a mask.
+
+  The pathology is the ``pathology`` column of labels.csv, else the entry's
+  only name. A positive missing from the file, or whose entry lacks the
+  pathology, is a ``missing_mask`` problem naming both.
+  """
+  try:
+    data = coco_rle.read_masks(json_path)
+  except (OSError, ValueError) as e:
+    raise manual.BadInputError(f"{json_path}: cannot read ({e})") from e
+  named: dict[str, str] = {}
+  if PATHOLOGY in manual.csv_columns(labels_path):
+    named = {row["image_id"]: row[PATHOLOGY]
+             for _, row in manual.read_csv(labels_path, ("image_id", PATHOLOGY))
+             if "__malformed__" not in row}
+  out = {}
+  for image_id, (label, _, _) in labels.items():
+    entry = data.get(image_id)
+    if image_id in named:
+      name = named[image_id]
+    elif isinstance(entry, dict) and len(entry) == 1:
+      name = next(iter(entry))
+    elif entry is not None:
+      problems.record("missing_mask", json_path,
+                      f"{image_id} has masks {sorted(entry)}; add a {PATHOLOGY} column "
+                      f"to {LABELS_CSV} to choose one")
+      continue
+    else:
+      name = ""
+    if entry is None or name not in entry:
+      if label == 1:
+        what = (f"no entry for positive image {image_id}" if entry is None else
+                f"{image_id} has no {name!r} mask (it has {sorted(entry)})")
+        problems.record("missing_mask", json_path, what)
+        continue
+      out[image_id] = ()
+      continue
+    rle = entry[name]
+    counts = rle.get("counts") if isinstance(rle, dict) else None
+    size = rle.get("size") if isinstance(rle, dict) else None
+    try:
+      key = (tuple(int(v) for v in size),
+             counts if isinstance(counts, str) else tuple(int(c) for c in counts))
+    except (TypeError, ValueError):
+      problems.record("bad_rle", json_path, f"{image_id}/{name}: expected "
+                      "{'size': [h, w], 'counts': str or list of ints}")
+      continue
+    out[image_id] = (key,)
+  return out
