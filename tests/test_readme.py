@@ -75,7 +75,7 @@ def test_section_sits_between_outputs_and_configs_and_has_every_example():
     text = f.read()
   titles = re.findall(r"^## .*$", text, re.M)
   i = titles.index(SECTION)
-  assert titles[i - 1] == "## What a run writes" and titles[i + 1] == "## Configs"
+  assert titles[i - 1] == "## What a run writes" and titles[i + 1] == "## Methods and metrics"
   blocks = _blocks()
   # NNX model, logits_fn, scores, cascade, results.load: in that order.
   assert len(blocks) == 5
