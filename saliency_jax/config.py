@@ -14,6 +14,7 @@ module never imports the experiments.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import inspect
 import json
@@ -34,6 +35,7 @@ EXPERIMENTS = {
     "benchmark": "saliency_jax.experiments.benchmark:run",
     "cascade": "saliency_jax.experiments.cascade:run",
     "localization": "saliency_jax.experiments.localization:run",
+    "faithfulness": "saliency_jax.experiments.faithfulness:run",
     "label_randomization": "saliency_jax.experiments.label_randomization:run",
     "repeatability": "saliency_jax.experiments.repeatability:run",
     "reproducibility": "saliency_jax.experiments.reproducibility:run",
@@ -83,6 +85,11 @@ def base_config() -> ml_collections.ConfigDict:
   # Saliency.
   c.methods = ("gradient",)
   c.num_images = 16
+  # Per-metric options of the localization and similarity metrics, e.g.
+  # metric_options.dice = dict(threshold="otsu"), .pointing_game =
+  # dict(tolerance=0), .ssim = dict(gaussian=True), .hog_spearman =
+  # dict(pixels_per_cell=8); a metric not named keeps its defaults.
+  c.metric_options = ml_collections.ConfigDict()
   # Training also writes its scalars (loss, accuracy, validation AUC, learning
   # rate) as TensorBoard event files into <run dir>/tensorboard/ (no TensorFlow).
   c.tensorboard = False
@@ -297,6 +304,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _check_study(config)
   if "benchmark" in config:
     _check_benchmark(config)
+  if config.get("metric_options"):
+    _check_metric_options(config.metric_options, config.image_size)
   if config.dataset == "synthetic_cxr":
     _check_synthetic(config)
   else:
@@ -459,21 +468,86 @@ def _image_size_needs(config: ml_collections.ConfigDict) -> list[_Need]:
                        f"its window is {window!r} px", "set a smaller "
                        f"{_hparams_key(config)}.occlusion.window"))
   if "similarity" in config and config.experiment in COMPARING_EXPERIMENTS:
-    needs.extend(_similarity_needs(config.similarity, config.image_size))
+    needs.extend(_similarity_needs(config.similarity, config.image_size,
+                                   config.get("metric_options")))
   return needs
 
 
-def _similarity_needs(names, size: int) -> list[_Need]:
-  """Each metric's own size rule, asked of the metric at ``size`` (shapes only)."""
+def _similarity_needs(names, size: int, options=None) -> list[_Need]:
+  """Each metric's own size rule, asked of the metric (with its
+  ``config.metric_options``) at ``size`` (shapes only)."""
   from saliency_jax.metrics import similarity  # pylint: disable=g-import-not-at-top
   needs = []
   for name in names:
-    refusal = _refusal(similarity.SIMILARITY[name], size)
+    given = dict((options or {}).get(name, {}))
+    metric = functools.partial(similarity.SIMILARITY[name], **given)
+    refusal = _refusal(metric, size)
     if refusal is not None:
-      pixels = _smallest_accepted(similarity.SIMILARITY[name], size)
-      needs.append(_Need(pixels, f"{name} (in config.similarity)", refusal,
-                         f"drop {name} from config.similarity"))
+      pixels = _smallest_accepted(metric, size)
+      instead = (f"change config.metric_options.{name}" if given
+                 else f"drop {name} from config.similarity")
+      needs.append(_Need(pixels, f"{name} (in config.similarity)", refusal, instead))
   return needs
+
+
+def _check_metric_options(options: ml_collections.ConfigDict, size: int) -> None:
+  """Each ``config.metric_options.<metric>.<option>`` is a keyword that metric
+  takes, with a value it accepts.
+
+  A value is probed as ``_refusal`` does (shapes only, nothing computed):
+  localization metrics on ``size`` x ``size`` maps, similarity metrics on
+  maps of the largest probed size, so that a window or cell too large for
+  ``config.image_size`` is reported by the image-size check instead.
+  """
+  # pylint: disable=g-import-not-at-top
+  from saliency_jax.metrics import localization, scoring, similarity
+  # pylint: enable=g-import-not-at-top
+  names = tuple(sorted(localization.LOCALIZATION)) + tuple(sorted(similarity.SIMILARITY))
+  for name in options:
+    key = f"config.metric_options.{name}"
+    if name not in names:
+      raise errors.ConfigError(f"{key}: unknown metric; expected one of "
+                               f"{', '.join(names)}")
+    given = options[name]
+    if not isinstance(given, (dict, ml_collections.ConfigDict)):
+      raise errors.ConfigError(f"{key}={given!r}: expected a dict of {name}'s "
+                               "options, {option: value}")
+    defaults = scoring.option_defaults(name)
+    probe, second = ((size, "bool") if name in localization.LOCALIZATION
+                     else (_PROBE_LIMIT, "float32"))
+    for option, value in given.items():
+      if option not in defaults:
+        allowed = (f"some of {', '.join(sorted(defaults))}" if defaults
+                   else "none: it has no options")
+        raise errors.ConfigError(f"{key}.{option}: {name} takes no option "
+                                 f"{option!r}; expected {allowed}")
+      if isinstance(defaults[option], bool) and not isinstance(value, bool):
+        raise errors.ConfigError(f"{key}.{option}={value!r}: expected True or False")
+      refusal = _option_refusal(scoring.metric(name), {option: value}, probe,
+                                second)
+      if refusal is not None:
+        raise errors.ConfigError(f"{key}.{option}={value!r}: {refusal}")
+    refusal = _option_refusal(scoring.metric(name), dict(given), probe, second)
+    if refusal is not None:  # each alone is accepted, not together
+      raise errors.ConfigError(f"{key}={dict(given)!r}: {refusal}")
+
+
+def _option_refusal(metric: Callable[..., Any], options: dict[str, Any],
+                    size: int, second: str) -> str | None:
+  """``metric``'s own error with ``options`` on two ``size`` x ``size`` maps
+  (the second of dtype ``second``: a mask is bool), or None; traced as
+  :func:`_refusal` does. A value of a type it cannot use (TypeError) is
+  refused too."""
+  import jax  # pylint: disable=g-import-not-at-top
+  specs = (jax.ShapeDtypeStruct((size, size), jax.numpy.float32),
+           jax.ShapeDtypeStruct((size, size), second))
+  try:
+    jax.eval_shape(functools.partial(metric, **options), *specs)
+  except jax.errors.TracerArrayConversionError:  # a host-side metric, past its checks
+    pass
+  except (ValueError, TypeError) as e:
+    return str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
+  return None
 
 
 def _refusal(metric: Callable[..., Any], size: int) -> str | None:
@@ -498,7 +572,8 @@ def _smallest_accepted(metric: Callable[..., Any], refused: int) -> int:
   low, high = refused, 2 * refused
   while _refusal(metric, high) is not None:
     if high > _PROBE_LIMIT:  # a metric that refuses every size: a bug
-      raise RuntimeError(f"{metric.__name__} refuses maps of every size up to {high}")
+      raise RuntimeError(f"{getattr(metric, '__name__', metric)} refuses maps of "
+                         f"every size up to {high}")
     low, high = high, 2 * high
   while high - low > 1:
     middle = (low + high) // 2

@@ -197,3 +197,5 @@ def postprocess_batch(raw: jax.Array) -> jax.Array:
 # Metrics by name over batches, from the one registry (saliency_jax.metrics).
 localization_scores = scoring.localization_scores
 similarity_scores = scoring.similarity_scores
+# metric -> every option it runs with (config.metric_options over the defaults).
+resolved_metric_options = scoring.resolved_options

@@ -218,11 +218,13 @@ def score(config: ml_collections.ConfigDict, experiment: str, method: str,
   if comparisons:
     first = np.array([c.a for c in comparisons])
     second = np.array([c.b for c in comparisons])
-    similar = common.similarity_scores(maps[first], maps[second], config.similarity)
+    similar = common.similarity_scores(maps[first], maps[second], config.similarity,
+                                       config.get("metric_options"))
     for p, c in enumerate(comparisons):
       add(states[c.a], {f"{k}{c.suffix}": v[p] for k, v in similar.items()},
           bad[c.a] | bad[c.b])
-  located = common.localization_scores(maps, masks, config.localization)
+  located = common.localization_scores(maps, masks, config.localization,
+                                       config.get("metric_options"))
   for s, state in enumerate(states):
     add(state, {k: v[s] for k, v in located.items()}, bad[s])
   if comparisons:
@@ -242,7 +244,8 @@ def baseline(config: ml_collections.ConfigDict, maps: jax.Array,
   pairs_per_image = min(config.baseline_pairs, num_images - 1)
   i, j = stats.different_image_pairs(num_images, config.baseline_pairs,
                                      seed=rng.integer_seed(config.seed, rng.STATS))
-  similar = common.similarity_scores(maps[i], maps[j], config.similarity)
+  similar = common.similarity_scores(maps[i], maps[j], config.similarity,
+                                     config.get("metric_options"))
   drop = bad[i] | bad[j]
   return {f"{k}{BASELINE_SUFFIX}":
           np.where(drop, np.nan, v).reshape(num_images, pairs_per_image).mean(axis=1)
@@ -394,6 +397,10 @@ def summary_header(config: ml_collections.ConfigDict, experiment: str,
   }
   if "similarity" in config:
     header["similarity"] = list(config.similarity)
+  # Every metric's options as it ran, defaults included (e.g. Dice's threshold rule).
+  header["metric_options"] = common.resolved_metric_options(
+      list(config.localization) + list(config.get("similarity", ())),
+      config.get("metric_options"))
   return header
 
 
