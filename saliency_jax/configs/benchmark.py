@@ -5,13 +5,15 @@ sample or step) in the same run, and the time of one whole cascade study.
 
 Presets (``--config=benchmark:NAME``):
   (none)      small CNN (width 0.25, the default trained model) at 128 px on
-              2 random images; SmoothGrad and IG at their shipped defaults
+              2 random images; the CAM family; SmoothGrad and IG at their shipped defaults
               (25 samples, 25 steps), SmoothGrad-IG at 5 x 5, occlusion with
               a 32 px window every 16 px (50 forward passes per map); 3
               strategies x batch sizes 1, 4, 16. 6-7 minutes on a 2-core CPU
               shared with other jobs, most of it compiling (``vectorized``
               unrolls every chunk). This is the run that sets
-              ``DEFAULT_STRATEGY['cpu']``.
+              ``DEFAULT_STRATEGY['cpu']``. Every preset but paper_quick
+              also runs the metrics section, small here (8 maps at 32 px,
+              2 images at 16 px), bigger in ``metrics``.
   paper       the journal paper's study on a GPU: InceptionV3 at 299 and
               320 px and DenseNet121 at 224 px, each in float32 and bfloat16;
               the paper's 8 methods at its settings (preset ``arun2021``) on
@@ -23,6 +25,10 @@ Presets (``--config=benchmark:NAME``):
               on 2 images. This is the run that sets the GPU defaults.
   gpu         InceptionV3 (width 1.0) at 299 px, the paper's settings, 8
               images, batch sizes 64, 256 and all at once, 3 strategies.
+  metrics     the metrics section at the issue's size: each localization
+              metric on 512 maps at 128 px (the per-map reference loop on
+              64), faithfulness on 8 images at 64 px; the methods' part
+              one gradient row.
   quick       tiny model at 32 px, SmoothGrad and IG with 2 and 4
               evaluations, two strategies; seconds of work (mostly
               compiling), for the tests.
@@ -41,6 +47,12 @@ import ml_collections
 from ml_collections import config_dict
 
 from saliency_jax import config as config_lib
+
+
+# The CAM family: one map per forward and backward pass (ScoreCAM: one
+# forward pass per channel), each against a per-image loop of its own calls.
+CAMS = ("hirescam", "gradcam_plus_plus", "xgradcam", "layercam", "eigencam",
+        "scorecam", "random_cam")
 
 
 def benchmark_config() -> ml_collections.ConfigDict:
@@ -72,6 +84,39 @@ def benchmark_config() -> ml_collections.ConfigDict:
       memory_analysis=False,
       matmul_size=2048,   # the matmul that measures peak FLOP/s, per dtype
       in_channels=1,      # grayscale, like the phantoms
+      # Metrics vectorized over maps vs a per-map NumPy / scikit-learn /
+      # SciPy loop (experiments/benchmark_metrics.py); None: no such rows.
+      metrics=metrics_config(),
+  ))
+
+
+LOCALIZATION_ROWS = ("auprc", "average_precision", "auroc", "curves",
+                     "soft_dice", "dice", "iou", "pointing_game",
+                     "relevance_mass_accuracy", "relevance_rank_accuracy",
+                     "top_k_intersection")
+FAITHFULNESS_ROWS = ("deletion", "insertion", "road", "road_impute",
+                     "confidence_change")
+
+
+def metrics_config() -> ml_collections.ConfigDict:
+  """The ``config.benchmark.metrics`` block, small: seconds on a laptop CPU."""
+  return ml_collections.ConfigDict(dict(
+      # Localization: every metric (and 'curves': AUPRC, AP and AUROC from
+      # one sort) on `maps` random maps at `image_size` px; the reference
+      # loop on the first `reference_maps` (None: all), times per map.
+      localization=LOCALIZATION_ROWS,
+      maps=8, image_size=32,
+      reference_maps=config_dict.placeholder(int),
+      # Faithfulness on `faithfulness_images` random images through `model`
+      # (random init, `width`) at `faithfulness_image_size` px: deletion and
+      # insertion (constant 0 replacement, `step`), ROAD at `percentiles`
+      # (noiseless, so comparable with the loop's scipy solve), road_impute
+      # (the middle percentile), confidence_change.
+      faithfulness=FAITHFULNESS_ROWS,
+      faithfulness_images=2, faithfulness_image_size=16,
+      model="small_cnn", width=0.25,
+      step=0.25, percentiles=(20, 50, 80),
+      repeats=2, min_seconds=0.0,
   ))
 
 
@@ -81,7 +126,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model, c.width, c.image_size = "small_cnn", 0.25, 128
   c.num_images = 2
   c.methods = ("gradient", "smoothgrad", "integrated_gradients",
-               "smoothgrad_ig", "gradcam", "guided_backprop", "occlusion")
+               "smoothgrad_ig", "gradcam", "guided_backprop", "occlusion"
+               ) + CAMS
   c.benchmark = benchmark_config()
   if arg == "paper":
     c.model, c.width, c.image_size = "inception_v3", 1.0, 299
@@ -113,6 +159,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # that runs out of memory is recorded as failed and the sweep goes on.
     c.benchmark.batch_sizes = (64, 256, None)
     c.benchmark.matmul_size = 8192
+  elif arg == "metrics":
+    # The metrics section at the issue's size; the methods' part minimal.
+    c.model, c.width, c.image_size = "small_cnn", 0.25, 32
+    c.num_images = 2
+    c.methods = ("gradient",)
+    c.benchmark.hparams = ml_collections.ConfigDict()
+    c.benchmark.strategies = ("vectorized",)
+    c.benchmark.batch_sizes = (None,)
+    c.benchmark.matmul_size = 256
+    m = c.benchmark.metrics
+    m.maps, m.image_size, m.reference_maps = 512, 128, 64
+    m.faithfulness_images, m.faithfulness_image_size = 8, 64
+    m.step, m.percentiles = 0.1, (10, 30, 50, 70, 90)
+    m.repeats, m.min_seconds = 3, 1.0
   elif arg == "quick":
     c.model, c.width, c.image_size = "small_cnn", 0.125, 32
     c.num_images = 2
@@ -124,6 +184,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.benchmark.repeats = 2
     c.benchmark.min_seconds = 0.0
     c.benchmark.matmul_size = 256
+    # A few rows of each kind, tiny: the section's path, not its speed.
+    m = c.benchmark.metrics
+    m.localization = ("auroc", "curves", "top_k_intersection",
+                      "pointing_game")
+    m.faithfulness = ("deletion", "road_impute")
+    m.maps, m.image_size = 4, 16
+    m.faithfulness_image_size, m.step = 8, 0.5
   elif arg == "paper_quick":
     c.model, c.width, c.image_size = "small_cnn", 0.125, 16
     c.num_images = 2
@@ -140,7 +207,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.benchmark.cascade_images = 10
     c.benchmark.memory_analysis = True
     c.benchmark.matmul_size = 128
+    c.benchmark.metrics = None  # the quick preset runs the section
   elif arg:
     raise ValueError(f"configs/benchmark.py: unknown preset {arg!r}; expected "
-                     "'paper', 'gpu', 'quick' or 'paper_quick'")
+                     "'paper', 'gpu', 'metrics', 'quick' or 'paper_quick'")
   return c

@@ -61,6 +61,7 @@ something within one run on one machine state.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import math
@@ -82,6 +83,7 @@ from scipy import stats
 from saliency_jax import config as config_lib
 from saliency_jax import errors
 from saliency_jax import io_utils, memory, models, saliency
+from saliency_jax.experiments import benchmark_metrics
 from saliency_jax.report import figures
 from saliency_jax.report import markdown
 from saliency_jax.saliency import batching
@@ -146,6 +148,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     info["best"] = {**best_settings(own), "backend": environment["backend"]}
     info.update(cascade_study(info, b.cascade_images))
   _agreements(infos, maps)
+  metrics = None
+  if b.get("metrics") is not None:
+    _say("metrics (vectorized over maps vs a per-map loop):")
+    metrics = benchmark_metrics.run(config, _say)
   environment["loadavg_end"] = _loadavg()
   results = {
       "environment": environment,
@@ -167,9 +173,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       "matmul": matmul,
       "settings": infos,
       "rows": rows,
+      "metrics": metrics,
   }
   io_utils.write_json(os.path.join(workdir, "benchmark.json"), results)
   table = format_table(results)
+  if metrics is not None:
+    table += "\n\n" + benchmark_metrics.format_table(metrics)
   plot(results, os.path.join(workdir, "figures", "benchmark.png"))
   markdown.write_report(workdir, _report(results, table))
   print(table, flush=True)
@@ -625,6 +634,7 @@ def _check(config: ml_collections.ConfigDict) -> dict[str, dict[str, Any]]:
     raise errors.ConfigError("config.methods, config.benchmark.strategies and "
                              "config.benchmark.batch_sizes must not be empty")
   _check_settings(config)
+  benchmark_metrics.validate(config)
   given = b.hparams.to_dict()
   return {name: saliency.hparams_for(b.preset, name, **given.get(name, {}))
           for name in config.methods}
@@ -1071,6 +1081,26 @@ def _ref_occlusion(e, x, t, hp, rng):
   return scores / count if hp["reduce"] == "mean" else scores
 
 
+# The CAM family: a per-image loop of one jitted call each (the map's forward
+# and backward pass; ScoreCAM's channel passes inside that call).
+_CAMS = ("hirescam", "gradcam_plus_plus", "xgradcam", "layercam", "eigencam",
+         "scorecam", "random_cam")
+
+
+@functools.lru_cache(maxsize=None)
+def _cam_call(name: str) -> Callable[..., jax.Array]:
+  method = saliency.METHODS[name]
+  return jax.jit(lambda e, x, t, k: method(e, _in_model_dtype(e, x), t, key=k))
+
+
+def _ref_cam(name: str) -> Callable[..., np.ndarray]:
+  def one(e, x, t, hp, rng):
+    del hp
+    key = jax.random.key(int(rng.integers(2**31)))  # random_cam's weights
+    return np.asarray(_cam_call(name)(e, x, t, key), np.float32)
+  return one
+
+
 def _base_is_gradient(hp: dict[str, Any]) -> bool:
   base = hp.get("base")
   return base in ("gradient", saliency.METHODS["gradient"])
@@ -1092,6 +1122,8 @@ _REFERENCES: dict[str, tuple[Callable[..., np.ndarray],
     "occlusion": (_ref_occlusion,
                   lambda hp, s: occlusion_lib.occlusion.evaluations(s, **hp),
                   True),
+    **{name: (_ref_cam(name), lambda hp, s: 1, name != "random_cam")
+       for name in _CAMS},
 }
 
 
@@ -1223,7 +1255,14 @@ def _report(results: dict[str, Any], table: str) -> str:
       "pairs of runs; `(min)`: the reference's fastest run over ours. One "
       f"cascade study: every stage x {setup['cascade_images']} images x "
       "every method, from the measured rates (benchmark.json: "
-      "`cascade_study_basis`).",
+      "`cascade_study_basis`)."
+      + ("" if results.get("metrics") is None else
+         " Metrics: each vectorized over the maps (or images) against a "
+         "per-map NumPy / scikit-learn / SciPy loop of the same definition "
+         "in the same run (ROAD's imputer against a SciPy sparse solve); "
+         "`vs ref` the median over back-to-back pairs of the loop's time "
+         "per map over ours; `max|diff|` the largest difference of the "
+         "values (benchmark.json: `metrics`)."),
       "",
       "```", table, "```", "",
       "![maps/s](figures/benchmark.png)", ""])

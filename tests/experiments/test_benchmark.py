@@ -214,7 +214,7 @@ def test_bad_benchmark_settings_fail_before_measuring(tmp_path, key, value,
 
 
 def test_presets_validate():
-  for preset in ("gpu", "quick", "paper", "paper_quick"):
+  for preset in ("gpu", "quick", "paper", "paper_quick", "metrics"):
     main_lib.validate(config_lib.load_file(CONFIG, preset))
   with pytest.raises(ValueError, match="unknown preset 'bogus'"):
     config_lib.load_file(CONFIG, "bogus")
@@ -517,3 +517,98 @@ def test_paper_preset_is_the_papers_study():
   assert not config.benchmark.hparams.to_dict()  # the paper's, unchanged
   assert config.num_images == 64 and config.benchmark.cascade_images == 100
   assert tuple(config.benchmark.batch_sizes) == ("auto",)
+
+
+# --- the metrics section ----------------------------------------------------
+
+
+def test_metrics_rows_are_paired_with_their_loop_and_agree(quick):
+  workdir, config, _, results = quick
+  m = config.benchmark.metrics
+  section = results["metrics"]
+  assert [r["metric"] for r in section["rows"]] == (
+      list(m.localization) + list(m.faithfulness))
+  assert section["setup"]["maps"] == m.maps
+  for r in section["rows"]:
+    for key in ("compile_s", "steady_s", "maps_per_s", "reference_maps_per_s",
+                "reference_ratio", "reference_ratio_min"):
+      assert _positive(r[key]), (key, r)
+    assert len(r["times"]) == len(r["reference_times"]) >= m.repeats
+    n = m.maps if r["kind"] == "localization" else m.faithfulness_images
+    assert r["maps"] == r["reference_maps"] == n
+    assert r["reference_ratio"] == pytest.approx(statistics.median(
+        [a / b for a, b in zip(r["reference_times"], r["times"])]))
+    # Ours computed what the NumPy / scikit-learn / SciPy loop computed.
+    assert r["max_abs_difference"] is not None
+    assert r["max_abs_difference"] < 1e-4, r
+  with open(os.path.join(workdir, "report.md")) as f:
+    report = f.read()
+  assert "road_impute" in report and "per-map NumPy" in report
+
+
+def test_metrics_references_are_the_definitions_on_hand_cases():
+  from saliency_jax.experiments import benchmark_metrics as bm  # pylint: disable=g-import-not-at-top
+  s = np.arange(16, dtype=np.float32).reshape(4, 4)
+  m = np.zeros((4, 4), bool)
+  m[3, 3] = m[3, 2] = m[0, 0] = True
+  refs = bm.LOCALIZATION_REFERENCES
+  assert refs["relevance_rank_accuracy"](s, m) == pytest.approx(2 / 3)
+  assert refs["top_k_intersection"](s, m, k=4) == pytest.approx(0.5)
+  assert refs["dice"](s, m) == pytest.approx(2 / 3)
+  assert refs["pointing_game"](s, m, tolerance=0) == 1.0
+  # Every positive above every negative but the one at 0: AUROC 26/39.
+  assert refs["auroc"](s, m) == pytest.approx((2 * 13) / (3 * 13))
+  assert set(refs) == set(bm.LOCALIZATION_REFERENCES)
+  maps, masks = bm.localization_data(jax.random.key(0), 3, 16)
+  assert maps.shape == masks.shape == (3, 16, 16)
+  assert maps.min() >= 0 and maps.max() == 1 and masks.any((1, 2)).all()
+
+
+def test_sparse_impute_solves_the_road_system():
+  from saliency_jax.experiments import benchmark_metrics as bm  # pylint: disable=g-import-not-at-top
+  from saliency_jax.metrics import faithfulness as fl  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  x = rng.uniform(size=(7, 6, 2)).astype(np.float32)
+  removed = rng.uniform(size=(7, 6)) < 0.5
+  removed[0, 0] = True
+  got = bm.sparse_impute(x, removed)
+  np.testing.assert_array_equal(got[~removed], x[~removed])
+  # Each removed pixel is the weighted mean of its neighbours inside.
+  for i, j in np.argwhere(removed):
+    total, acc = 0.0, np.zeros(2)
+    for (di, dj), w in fl.NEIGHBOURS:
+      if 0 <= i + di < 7 and 0 <= j + dj < 6:
+        total += w
+        acc += w * got[i + di, j + dj]
+    np.testing.assert_allclose(got[i, j], acc / total, atol=1e-5)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("localization", ("auroc", "nope"), "metrics.localization: unknown"),
+    ("faithfulness", ("road", "nope"), "metrics.faithfulness: unknown"),
+    ("maps", 0, "metrics.maps: expected a positive int"),
+    ("step", 1.5, r"metrics.step: expected a fraction in \(0, 1\]"),
+])
+def test_bad_metrics_section_fails_at_validation(key, value, message):
+  config = _quick_config()
+  config.benchmark.metrics[key] = value
+  with pytest.raises(errors.ConfigError, match=message):
+    main_lib.validate(config)
+
+
+@pytest.mark.parametrize("name", ["hirescam", "scorecam", "random_cam"])
+def test_cam_reference_loop_computes_the_methods_maps(name):
+  model = models.create("small_cnn", num_classes=2, in_channels=1,
+                        width=0.125, rngs=nnx.Rngs(0))
+  e = saliency.from_model(model)
+  images = jax.random.uniform(jax.random.key(1), (2, 16, 16, 1))
+  targets = jnp.array([0, 1], jnp.int32)
+  ref = benchmark._Reference(name, e, images, targets, {}, 0)  # pylint: disable=protected-access
+  assert ref.supported
+  ref.warm()
+  ours = saliency.explain(e, images, targets, method=name,
+                          key=jax.random.key(0))
+  assert ref.maps.shape == np.shape(ours)
+  assert np.isfinite(ref.maps).all()
+  if name != "random_cam":  # random channel weights: only finite, same shape
+    np.testing.assert_allclose(ref.maps, ours, rtol=1e-4, atol=1e-5)

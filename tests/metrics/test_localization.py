@@ -211,3 +211,51 @@ def test_bad_inputs_raise_clear_errors():
     loc.pointing_game(s, m, tolerance=-1)
   with pytest.raises(ValueError, match=r"k must be an integer >= 1"):
     loc.top_k_intersection(s, m, k=0)
+
+
+def _top_pixels_by_sort(s: np.ndarray, count: int) -> np.ndarray:
+  """The definition: a stable descending sort, the first ``count`` pixels."""
+  order = np.argsort(-s.ravel(), kind="stable")
+  out = np.zeros(s.size, bool)
+  out[order[:count]] = True
+  return out.reshape(s.shape)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_top_pixels_by_threshold_search_equal_a_stable_sort(seed):
+  # Ties (quantized), negative scores and both zeros: the bisection on the
+  # ordered keys must pick exactly the stable sort's pixels.
+  rng = np.random.default_rng(seed)
+  s = np.round(rng.normal(size=SHAPE), 1).astype(np.float32)
+  s[0, :3] = [0.0, -0.0, 0.0]
+  s[1, :2] = [np.inf, -np.inf]
+  top = jax.jit(loc._top_pixels)  # pylint: disable=protected-access
+  for count in (0, 1, 7, 100, 383, 500, s.size):
+    np.testing.assert_array_equal(top(s, count), _top_pixels_by_sort(s, count),
+                                  err_msg=f"count {count}")
+
+
+@pytest.mark.parametrize("seed,quantize", CASES)
+def test_curves_share_one_sort_and_equal_each_metric(seed, quantize):
+  s, m = _case(seed, quantize)
+  shared = loc.curves(s, m)
+  assert set(shared) == set(loc.CURVES)
+  for name in loc.CURVES:
+    # The same sums, compiled in another program: float32 rounding apart.
+    np.testing.assert_allclose(shared[name], loc.LOCALIZATION[name](s, m),
+                               rtol=1e-5)
+  assert np.isnan(loc.curves(s, np.zeros(SHAPE, bool))["auprc"])
+  assert np.isnan(loc.curves(s, np.ones(SHAPE, bool))["auroc"])
+
+
+def test_scoring_shares_curves_and_matches_each_metric():
+  from saliency_jax.metrics import scoring  # pylint: disable=g-import-not-at-top
+  cases = [_case(seed, seed % 2 == 1) for seed in range(3)]
+  maps = np.stack([s for s, _ in cases])
+  masks = np.stack([m for _, m in cases])
+  names = ["auroc", "dice", "auprc", "average_precision"]
+  together = scoring.localization_scores(maps[None], masks, names)
+  for name in names:
+    alone = scoring.localization_scores(maps[None], masks, [name])[name]
+    np.testing.assert_allclose(together[name], alone, rtol=1e-5)
+    assert together[name].shape == (1, 3)
