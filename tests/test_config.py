@@ -22,14 +22,15 @@ PRESETS = {
     "benchmark": ("", "gpu", "quick", "paper", "paper_quick"),
     "cascade": ("", "independent", "quick", "paper"),
     "label_randomization": ("", "quick", "paper"),
+    "faithfulness": ("", "quick", "paper"),
     "localization": ("", "quick", "paper"),
     "repeatability": ("", "quick", "paper"),
     "reproducibility": ("", "quick", "paper"),
     "study": ("", "quick", "paper"),
     "train": ("", "quick", "randomized_labels"),
 }
-STUDIES = ("cascade", "label_randomization", "localization", "repeatability",
-           "reproducibility")
+STUDIES = ("cascade", "faithfulness", "label_randomization", "localization",
+           "repeatability", "reproducibility")
 
 
 def _load(name: str, preset: str = ""):
@@ -77,6 +78,7 @@ def test_paper_preset_is_the_journal_papers_settings(name):
 QUICK = {
     "train": (64, 20, 2, 5, 10, None, None),
     "localization": (64, 60, 5, 20, 60, ("gradient", "gradcam"), 6),
+    "faithfulness": (64, 60, 5, 20, 60, ("gradient", "gradcam"), 6),
     "label_randomization": (64, 60, 5, 20, 60, ("gradient", "gradcam"), 4),
     "cascade": (256, 150, 10, 50, 150, ("gradient", "gradcam", "smoothgrad"), 4),
     "repeatability": (256, 150, 10, 50, 150, ("gradient", "gradcam"), 4),

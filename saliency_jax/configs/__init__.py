@@ -8,6 +8,7 @@ that path exists where you run it; see ``config.resolve_config_path``):
   aggregate            a sweep's jobs merged: mean +/- SD across seeds
   benchmark            speed of the saliency methods (maps/s per setting)
   cascade              cascading model-weight randomization (Adebayo et al. 2018)
+  faithfulness         deletion/insertion, ROAD, confidence change vs controls
   label_randomization  label randomization test (Adebayo et al. 2018)
   localization         localization utility against boxes/masks and controls
   repeatability        the same architecture trained from other seeds

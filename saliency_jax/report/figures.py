@@ -271,6 +271,52 @@ def metric_bars(path: str,
   save(fig, path)
 
 
+def perturbation_curves(path: str,
+                        panels: Mapping[str, Mapping[str, Mapping[str, Sequence[float]]]],
+                        controls: Sequence[str], title: str, *,
+                        xlabel: str = "fraction of pixels",
+                        ylabel: str = "probability of the explained class") -> None:
+  """Curves over a perturbed fraction, one panel per kind, 95% bands shaded.
+
+  Deletion and insertion curves (Petsiuk et al., BMVC 2018): one line per
+  map, the mean over images with its bootstrap band; controls dashed, so
+  a method's curve reads against maps that ignore the model.
+
+  Args:
+    path: PNG to write.
+    panels: panel title -> map name -> ``fractions``, ``mean``, ``low``,
+      ``high`` (equal lengths); NaN points are not drawn.
+    controls: the names drawn dashed.
+    title: figure title.
+    xlabel: x axis label.
+    ylabel: y axis label.
+  """
+  names = list(dict.fromkeys(n for curves in panels.values() for n in curves))
+  colors = dict(zip(names, _colors(len(names))))
+  fig = Figure(figsize=(5.0 * max(len(panels), 1) + 2.2, 4.4), layout="constrained")
+  axes = np.asarray(fig.subplots(1, max(len(panels), 1), squeeze=False,
+                                 sharey=True)).reshape(-1)
+  for ax, (panel, curves) in zip(axes, panels.items()):
+    for name, curve in curves.items():
+      x, mean, low, high = (np.asarray(curve[k], np.float64)
+                            for k in ("fractions", "mean", "low", "high"))
+      style = "--" if name in controls else "-"
+      label = f"{name} (control)" if name in controls else name
+      ax.plot(x, mean, style, color=colors[name], marker="o", markersize=2.5,
+              label=label)
+      ax.fill_between(x, low, high, color=colors[name], alpha=0.15, linewidth=0)
+    ax.set_title(panel, fontsize=_FONT + 1)
+    ax.set_xlabel(xlabel, fontsize=_FONT + 1)
+    ax.grid(alpha=0.3)
+  axes[0].set_ylabel(ylabel, fontsize=_FONT + 1)
+  fig.suptitle(title, fontsize=_FONT + 2)
+  handles, labels = axes[0].get_legend_handles_labels()
+  if handles:
+    fig.legend(handles, labels, loc="outside right upper", fontsize=_FONT,
+               frameon=False)
+  save(fig, path)
+
+
 # Training curves: panel title -> metrics.jsonl key.
 CURVE_PANELS = (("training loss", "train_loss"), ("training accuracy", "train_accuracy"),
                 ("validation AUC", "val_auc"))
