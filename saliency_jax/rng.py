@@ -16,6 +16,8 @@ INIT, DATA, AUGMENT, LABELS = 0, 1, 2, 3
 # Experiments: saliency noise, the cascade's fresh weights, the evaluated
 # images, bootstrap intervals and different-image pairs.
 SALIENCY, FRESH, SUBSET, STATS = 10, 11, 12, 13
+# The faithfulness experiment's perturbations (replacement noise, ROAD's imputation noise).
+PERTURB = 14
 
 
 def key(seed: int, stream: int) -> jax.Array:

@@ -69,9 +69,6 @@ METRICS = {
 # Undefined (NaN) on a constant map; excluded and counted, not INVALID.
 UNDEFINED_ON_CONSTANT = ("confidence_drop", "confidence_increase")
 CURVES = ("deletion", "insertion")
-# Random stream of the perturbations (blur-free replacement noise, ROAD's
-# imputation noise); rng.py's streams end at 13.
-SCORES = 14
 OPTIONS = ("step", "replacement", "sigma", "value", "percentiles", "noise", "output")
 ALPHA = localization.ALPHA
 
@@ -205,7 +202,7 @@ def _score_one(explainee, sample, *, step, replacement, sigma, value, percentile
 
 def score_keys(config: ml_collections.ConfigDict, num_images: int) -> jax.Array:
   """One key per image (the same for every map), from the config seed."""
-  return jax.random.split(rng.key(config.seed, SCORES), num_images)
+  return jax.random.split(rng.key(config.seed, rng.PERTURB), num_images)
 
 
 # ------------------------------------------------------------------- run ---
