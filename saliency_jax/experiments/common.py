@@ -10,6 +10,7 @@ import csv
 import io
 import os
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -109,6 +110,20 @@ def model_fingerprint(model: nnx.Module, training: dict[str, Any]) -> dict[str, 
   return {"model": training.get("model"), "steps": training.get("steps"),
           "params_sha256": io_utils.sha256_arrays(
               (path, np.asarray(value.get_value())) for path, value in variables)}
+
+
+def check_controls(config: ml_collections.ConfigDict, allowed: Sequence[str]) -> None:
+  """``config.controls``: not empty, each one of ``allowed``, none also a method."""
+  if not config.controls:
+    raise errors.ConfigError(f"config.controls is empty; expected some of {tuple(allowed)}")
+  for name in config.controls:
+    if name not in allowed:
+      raise errors.ConfigError(f"config.controls: {name!r} is not allowed; expected "
+                               f"one of {tuple(allowed)}")
+  both = sorted(set(config.controls) & set(config.methods))
+  if both:
+    raise errors.ConfigError(f"config.controls: {both} also in config.methods; "
+                             "list each map once")
 
 
 # ----------------------------------------------------------------- images ---

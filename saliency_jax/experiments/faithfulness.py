@@ -78,16 +78,7 @@ ALPHA = localization.ALPHA
 def validate(config: ml_collections.ConfigDict) -> None:
   """The keys only this experiment has: ``controls``, ``primary_metric``,
   ``faithfulness.*``."""
-  if not config.controls:
-    raise errors.ConfigError(f"config.controls is empty; expected some of {CONTROLS}")
-  for name in config.controls:
-    if name not in CONTROLS:
-      raise errors.ConfigError(f"config.controls: {name!r} is not allowed; expected "
-                               f"one of {CONTROLS}")
-  both = sorted(set(config.controls) & set(config.methods))
-  if both:
-    raise errors.ConfigError(f"config.controls: {both} also in config.methods; "
-                             "list each map once")
+  common.check_controls(config, CONTROLS)
   if config.primary_metric not in METRICS:
     raise errors.ConfigError(f"config.primary_metric={config.primary_metric!r}: "
                              f"expected one of {tuple(METRICS)}")

@@ -49,16 +49,7 @@ ALPHA = 0.05
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """The keys only this experiment has (``controls``, ``primary_metric``)."""
-  if not config.controls:
-    raise errors.ConfigError(f"config.controls is empty; expected some of {CONTROLS}")
-  for name in config.controls:
-    if name not in CONTROLS:
-      raise errors.ConfigError(f"config.controls: {name!r} is not allowed; expected "
-                               f"one of {CONTROLS}")
-  both = sorted(set(config.controls) & set(config.methods))
-  if both:
-    raise errors.ConfigError(f"config.controls: {both} also in config.methods; "
-                             "list each map once")
+  common.check_controls(config, CONTROLS)
   if config.primary_metric not in config.localization:
     raise errors.ConfigError(
         f"config.primary_metric={config.primary_metric!r} must be one of "
