@@ -199,24 +199,9 @@ def _metric_sections(summary, index, methods, controls, metrics) -> str:
            f"`{summary.get('primary_metric')}`.\n"]
   comparisons = summary.get("comparisons") or {}
   for metric in metrics:
-    rows = comparisons.get(metric) or {}
-    best = next((r.get("best_control") for r in rows.values()), None)
     lines += [f"### {metric}\n",
-              "| Map | Kind | Mean [95% CI] | Images scored | Better than controls |",
-              "|---|---|---|---:|---|"]
-    for name in methods + controls:
-      agg = index.get((name, metric, 0))
-      if name in controls:
-        kind, better = ("control (best)" if name == best else "control"), ""
-      else:
-        kind = "method"
-        row = rows.get(name, {})
-        better = ("INVALID" if row.get("verdict") == "INVALID" else
-                  "yes (p = " + markdown.p_value(row["p_holm"]) + ")"
-                  if row.get("better_than_controls") else "no")
-      lines.append(f"| `{name}` | {kind} | {markdown.interval(markdown.triple(agg))} | "
-                   f"{markdown.count(agg)} | {better} |")
-    lines.append("")
+              *markdown.versus_controls_table(index, comparisons.get(metric) or {},
+                                              methods, controls, metric), ""]
   return "\n".join(lines)
 
 

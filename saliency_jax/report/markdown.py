@@ -173,6 +173,29 @@ def verdict_table(verdicts: Mapping[str, Mapping[str, Any]],
   return lines
 
 
+def versus_controls_table(index_: Index, rows: Mapping[str, Mapping[str, Any]],
+                          methods: Sequence[str], controls: Sequence[str],
+                          metric: str) -> list[str]:
+  """One metric's table of maps against controls: each map's mean [95% CI],
+  the images scored and, for a method, whether it beat the controls on this
+  metric (``rows``: method -> its comparison with the best control)."""
+  best = next((r.get("best_control") for r in rows.values()), None)
+  lines = ["| Map | Kind | Mean [95% CI] | Images scored | Better than controls |",
+           "|---|---|---|---:|---|"]
+  for name in list(methods) + list(controls):
+    agg = index_.get((name, metric, 0))
+    if name in controls:
+      kind, better = ("control (best)" if name == best else "control"), ""
+    else:
+      kind, row = "method", rows.get(name, {})
+      better = ("INVALID" if row.get("verdict") == "INVALID" else
+                "yes (p = " + p_value(row["p_holm"]) + ")"
+                if row.get("better_than_controls") else "no")
+    lines.append(f"| `{name}` | {kind} | {interval(triple(agg))} | {count(agg)} | "
+                 f"{better} |")
+  return lines
+
+
 def figures_section(written: Mapping[str, list[tuple[str, str]]],
                     titles: Mapping[str, str]) -> str:
   """'## Figures' with a subsection per kind that has figures; '' if none."""
