@@ -36,6 +36,7 @@ EXPERIMENTS = {
     "cascade": "saliency_jax.experiments.cascade:run",
     "localization": "saliency_jax.experiments.localization:run",
     "faithfulness": "saliency_jax.experiments.faithfulness:run",
+    "shortcut": "saliency_jax.experiments.shortcut:run",
     "label_randomization": "saliency_jax.experiments.label_randomization:run",
     "repeatability": "saliency_jax.experiments.repeatability:run",
     "reproducibility": "saliency_jax.experiments.reproducibility:run",
@@ -45,6 +46,59 @@ EXPERIMENTS = {
 
 DATASETS = ("synthetic_cxr", "rsna_pneumonia", "siim_acr_pneumothorax", "image_folder")
 MODELS = ("small_cnn", "inception_v3", "densenet121")
+
+# Every localization and similarity metric with options -> its keyword
+# defaults: the metrics' signatures (scoring.option_defaults), written out
+# because reading them imports JAX, which a flag error should not wait for;
+# tests/test_metric_options.py holds the two equal.
+METRIC_OPTION_DEFAULTS = {
+    "dice": {"threshold": "mask_area", "top_k_percent": 5.0},
+    "iou": {"threshold": "mask_area", "top_k_percent": 5.0},
+    "pointing_game": {"tolerance": 15},
+    "top_k_intersection": {"k": 1000},
+    "ssim": {"data_range": 1.0, "gaussian": False},
+    "hog_spearman": {"orientations": 9, "pixels_per_cell": 16, "cells_per_block": 3},
+}
+
+
+def metric_options_block() -> ml_collections.ConfigDict:
+  """``config.metric_options``: one sub-dict per metric of
+  :data:`METRIC_OPTION_DEFAULTS`, each option at its default.
+
+  Typed by the default, so a command-line override parses as the metric
+  takes it (``--config.metric_options.pointing_game.tolerance=0`` an int);
+  an option whose default is a rule's name also takes a number
+  (``--config.metric_options.iou.threshold=0.5``): it parses as a Python
+  literal, a bare word staying a string.
+  """
+  def field(value: Any) -> Any:
+    return (config_dict.FieldReference(value, field_type=object)
+            if isinstance(value, str) else value)
+  return ml_collections.ConfigDict({
+      name: ml_collections.ConfigDict({k: field(v) for k, v in options.items()})
+      for name, options in METRIC_OPTION_DEFAULTS.items()})
+
+
+def given_metric_options(options: Any) -> dict[str, Any]:
+  """``config.metric_options`` without what is left at its default.
+
+  metric -> {option: value} of the options that differ from
+  :data:`METRIC_OPTION_DEFAULTS` (in value or type); a metric with none is
+  left out. Unknown metrics and options, and a metric's value that is not a
+  dict, are kept as given, for :func:`validate` to name.
+  """
+  out: dict[str, Any] = {}
+  for name, given in (options or {}).items():
+    if not hasattr(given, "items"):
+      out[name] = given
+      continue
+    defaults = METRIC_OPTION_DEFAULTS.get(name, {})
+    changed = {k: v for k, v in given.items()
+               if k not in defaults or type(v) is not type(defaults[k])
+               or v != defaults[k]}
+    if changed:
+      out[name] = changed
+  return out
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -86,10 +140,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.methods = ("gradient",)
   c.num_images = 16
   # Per-metric options of the localization and similarity metrics, e.g.
-  # metric_options.dice = dict(threshold="otsu"), .pointing_game =
-  # dict(tolerance=0), .ssim = dict(gaussian=True), .hog_spearman =
-  # dict(pixels_per_cell=8); a metric not named keeps its defaults.
-  c.metric_options = ml_collections.ConfigDict()
+  # metric_options.dice.threshold = "otsu" (or 'top_k_percent', a number),
+  # .pointing_game.tolerance = 0, .ssim.gaussian = True,
+  # .hog_spearman.pixels_per_cell = 8; on the command line
+  # --config.metric_options.dice.threshold=otsu. Every option starts at its
+  # metric's default (METRIC_OPTION_DEFAULTS); those left there are dropped
+  # from the recorded config (resolve).
+  c.metric_options = metric_options_block()
   # Training also writes its scalars (loss, accuracy, validation AUC, learning
   # rate) as TensorBoard event files into <run dir>/tensorboard/ (no TensorFlow).
   c.tensorboard = False
@@ -156,6 +213,12 @@ def study_config() -> ml_collections.ConfigDict:
   # steps ('samples': few images, many samples) over them; 'auto': images.
   c.shard_over = "auto"
   c.similarity = ("spearman", "ssim", "hog_spearman")
+  # Also compared on the signed maps (channel sum, no |.|; Adebayo et al.
+  # 2018), written as '<metric>_signed'; some of SIGNED_SIMILARITY.
+  c.signed_similarity = ()
+  # Null maps put through the cascade's stages and comparisons beside the
+  # methods ('null_<name>' rows; Binder et al. 2023); some of NULL_BASELINES.
+  c.null_baselines = ()
   c.localization = ("auprc", "dice", "soft_dice", "pointing_game",
                     "relevance_mass_accuracy")
   c.verdict_metric = "ssim"  # the journal paper's similarity
@@ -304,8 +367,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _check_study(config)
   if "benchmark" in config:
     _check_benchmark(config)
-  if config.get("metric_options"):
-    _check_metric_options(config.metric_options, config.image_size)
+  given = given_metric_options(config.get("metric_options"))
+  if given:
+    _check_metric_options(given, config.image_size)
   if config.dataset == "synthetic_cxr":
     _check_synthetic(config)
   else:
@@ -469,7 +533,7 @@ def _image_size_needs(config: ml_collections.ConfigDict) -> list[_Need]:
                        f"{_hparams_key(config)}.occlusion.window"))
   if "similarity" in config and config.experiment in COMPARING_EXPERIMENTS:
     needs.extend(_similarity_needs(config.similarity, config.image_size,
-                                   config.get("metric_options")))
+                                   given_metric_options(config.get("metric_options"))))
   return needs
 
 
@@ -490,7 +554,7 @@ def _similarity_needs(names, size: int, options=None) -> list[_Need]:
   return needs
 
 
-def _check_metric_options(options: ml_collections.ConfigDict, size: int) -> None:
+def _check_metric_options(options: dict[str, Any], size: int) -> None:
   """Each ``config.metric_options.<metric>.<option>`` is a keyword that metric
   takes, with a value it accepts.
 
@@ -500,9 +564,10 @@ def _check_metric_options(options: ml_collections.ConfigDict, size: int) -> None
   ``config.image_size`` is reported by the image-size check instead.
   """
   # pylint: disable=g-import-not-at-top
-  from saliency_jax.metrics import localization, scoring, similarity
+  from saliency_jax.metrics import localization, randomization, scoring, similarity
   # pylint: enable=g-import-not-at-top
-  names = tuple(sorted(localization.LOCALIZATION)) + tuple(sorted(similarity.SIMILARITY))
+  names = (tuple(sorted(localization.LOCALIZATION)) + tuple(sorted(similarity.SIMILARITY))
+           + tuple(sorted(randomization.RANDOMIZATION)))
   for name in options:
     key = f"config.metric_options.{name}"
     if name not in names:
@@ -735,14 +800,34 @@ def preprocessing_for(config: ml_collections.ConfigDict) -> str:
 
 
 def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """``config``, or a copy with ``preprocessing='auto'`` made explicit.
+  """``config``, or a copy with ``preprocessing='auto'`` made explicit and
+  ``metric_options`` reduced to what differs from the defaults
+  (:func:`without_default_metric_options`).
 
   What a run records in ``config.json`` and runs with.
   """
+  config = without_default_metric_options(config)
   if config.get("preprocessing", "auto") != "auto":
     return config
   out = ml_collections.ConfigDict(config.to_dict())
   out.preprocessing = preprocessing_for(config)
+  return out
+
+
+def without_default_metric_options(config: ml_collections.ConfigDict
+                                   ) -> ml_collections.ConfigDict:
+  """``config``, or a copy whose ``metric_options`` holds only
+  :func:`given_metric_options`: a config that sets none records
+  ``metric_options: {}`` as before the block was filled with the defaults,
+  so earlier workdirs and sweeps keep their fingerprints. (The metrics
+  take the same defaults either way.)"""
+  if "metric_options" not in config:
+    return config
+  given = given_metric_options(config.metric_options)
+  if config.metric_options.to_dict() == given:
+    return config
+  out = ml_collections.ConfigDict(config.to_dict())
+  out.metric_options = ml_collections.ConfigDict(given)
   return out
 
 
@@ -770,6 +855,7 @@ def _check_study(config: ml_collections.ConfigDict) -> None:
   if config.verdict_metric not in config.similarity:
     raise errors.ConfigError(f"config.verdict_metric={config.verdict_metric!r} must be "
                              f"one of config.similarity={tuple(config.similarity)}")
+  _check_signed_and_nulls(config)
   _check_hparams("hparams", config.hparams)
   _check_positive(config, ("num_images", "baseline_pairs", "bootstrap_resamples",
                            "report.example_images"))
@@ -780,6 +866,39 @@ def _check_study(config: ml_collections.ConfigDict) -> None:
   if examples > config.num_images:
     raise errors.ConfigError(f"config.report.example_images={examples}: expected at "
                              f"most config.num_images={config.num_images}")
+
+
+# Similarity metrics that config.signed_similarity may compute on signed maps
+# (rank and linear correlation; SSIM's data range and HOG assume [0, 1] maps).
+SIGNED_SIMILARITY = ("spearman", "pearson")
+# config.null_baselines: uniform noise drawn afresh at every stage, and
+# RandomCAM (random channel weights, fixed; the activations change).
+NULL_BASELINES = ("noise", "random_cam")
+# Experiments that draw config.null_baselines (a study through its cascade).
+NULL_EXPERIMENTS = ("cascade", "study")
+
+
+def _check_signed_and_nulls(config: ml_collections.ConfigDict) -> None:
+  """``signed_similarity`` and ``null_baselines``: known names, each once."""
+  for key, allowed in (("signed_similarity", SIGNED_SIMILARITY),
+                       ("null_baselines", NULL_BASELINES)):
+    names = config.get(key, ())
+    if isinstance(names, str) or not isinstance(names, (tuple, list)):
+      raise errors.ConfigError(f"config.{key}={names!r}: expected a tuple of names, "
+                               f"some of {allowed}")
+    for name in names:
+      _check_choice(key, name, allowed)
+    if len(set(names)) != len(names):
+      raise errors.ConfigError(f"config.{key}={tuple(names)}: a name is listed twice")
+  if config.get("signed_similarity") and config.experiment not in COMPARING_EXPERIMENTS:
+    raise errors.ConfigError(
+        f"config.signed_similarity={tuple(config.signed_similarity)}: experiment "
+        f"{config.experiment!r} compares no maps; expected () or one of "
+        f"{COMPARING_EXPERIMENTS}")
+  if config.get("null_baselines") and config.experiment not in NULL_EXPERIMENTS:
+    raise errors.ConfigError(
+        f"config.null_baselines={tuple(config.null_baselines)}: only the cascade "
+        f"experiment draws null baselines; expected () for {config.experiment!r}")
 
 
 SHARD_OVER = ("auto", "images", "states", "samples", "none")

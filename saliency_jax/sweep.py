@@ -254,6 +254,8 @@ def expand(config: ml_collections.ConfigDict,
 
 def _record(config: ml_collections.ConfigDict, jobs: Sequence[Job],
             source: dict[str, Any]) -> dict[str, Any]:
+  # Metric options left at their defaults are not recorded (as in config.json).
+  config = config_lib.without_default_metric_options(config)
   return {"source": source,
           "config": json.loads(config.to_json_best_effort(sort_keys=True)),
           "jobs": [{"name": j.name, "overrides": json.loads(json.dumps(j.overrides))}

@@ -116,12 +116,27 @@ def _config(experiment="localization", **options):
   return config
 
 
-def test_default_is_empty_and_leaves_old_configs_unchanged():
+def test_defaults_are_the_signatures_and_leave_old_configs_unchanged():
+  # The block the command line overrides holds every option of every metric
+  # at the default of the metric's own signature.
+  with_options = {n: scoring.option_defaults(n)
+                  for n in sorted(localization.LOCALIZATION) + sorted(similarity.SIMILARITY)
+                  if scoring.option_defaults(n)}
+  assert config_lib.METRIC_OPTION_DEFAULTS == with_options
   for config in (config_lib.base_config(), config_lib.study_config()):
-    assert not config.metric_options
-  # An empty block adds no key: a workdir recorded before it still resumes.
-  flat = workdir_lib.flat_config(json.loads(config.to_json_best_effort()))
-  assert not [k for k in flat if k.startswith("metric_options")]
+    assert config.metric_options.to_dict() == with_options
+    assert not config_lib.given_metric_options(config.metric_options)
+    # Options at their defaults are not recorded: a workdir (or sweep)
+    # recorded before the block was filled still resumes.
+    resolved = config_lib.resolve(config)
+    assert not resolved.metric_options
+    flat = workdir_lib.flat_config(json.loads(resolved.to_json_best_effort()))
+    assert not [k for k in flat if k.startswith("metric_options")]
+  config = config_lib.base_config()
+  config.metric_options.dice.threshold = "otsu"
+  config.metric_options.iou.threshold = "mask_area"  # the default: dropped
+  assert config_lib.resolve(config).metric_options.to_dict() == {
+      "dice": {"threshold": "otsu"}}
   config_lib.validate(_config())
 
 
@@ -239,3 +254,58 @@ def test_options_are_scored_recorded_and_a_change_is_not_reused(tmp_path):
   assert area != otsu
   summary = json.load(open(workdir / "summary.json"))
   assert summary["metric_options"]["dice"]["threshold"] == "mask_area"
+
+
+# ---------------------------------------------------------- command line ---
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _cli(tmp_path, *args):
+  """``python -m saliency_jax.main --config=localization:quick ARGS``."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  return subprocess.run(
+      [sys.executable, "-m", "saliency_jax.main", "--config=localization:quick",
+       f"--workdir={tmp_path / 'run'}", f"--config.data_dir={tmp_path / 'data'}",
+       *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
+      env=dict(os.environ, JAX_PLATFORMS="cpu"))
+
+
+def test_command_line_options_arrive_typed_and_are_recorded(tmp_path):
+  result = _cli(tmp_path, f"--config.model_weights={_weights(tmp_path / 'w.npz')}",
+                "--config.methods=('gradient',)", "--config.num_images=2",
+                "--config.report.example_images=2",
+                "--config.localization=('dice', 'iou', 'pointing_game')",
+                "--config.primary_metric=dice",
+                "--config.metric_options.dice.threshold=otsu",
+                "--config.metric_options.iou.threshold=0.25",
+                "--config.metric_options.pointing_game.tolerance=0")
+  assert result.returncode == 0, result.stderr[-3000:]
+  workdir = tmp_path / "run"
+  recorded = json.load(open(workdir / "summary.json"))["metric_options"]
+  assert recorded["dice"] == {"threshold": "otsu", "top_k_percent": 5.0}
+  assert recorded["iou"] == {"threshold": 0.25, "top_k_percent": 5.0}
+  assert recorded["pointing_game"] == {"tolerance": 0}
+  assert isinstance(recorded["iou"]["threshold"], float)
+  # config.json holds what was set, nothing left at its default.
+  assert json.load(open(workdir / "config.json"))["metric_options"] == {
+      "dice": {"threshold": "otsu"}, "iou": {"threshold": 0.25},
+      "pointing_game": {"tolerance": 0}}
+  _dice_rows_equal_the_metric_on_the_maps(workdir, "otsu")
+
+
+@pytest.mark.parametrize("arg, expected", [
+    ("dice.thresh=otsu", "error: unknown key config.metric_options.dice.thresh; "
+     "config.metric_options.dice has keys: threshold, top_k_percent"),
+    ("dice.threshold=median", "error: config.metric_options.dice.threshold='median': "
+     "dice: threshold must be"),
+    ("pointing_game.tolerance=-1", "error: config.metric_options.pointing_game."
+     "tolerance=-1: "),
+])
+def test_bad_command_line_option_is_one_error_line(tmp_path, arg, expected):
+  result = _cli(tmp_path, f"--config.metric_options.{arg}")
+  assert result.returncode == 2
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith(expected), result.stderr[-2000:]
+  assert not os.path.exists(tmp_path / "run")

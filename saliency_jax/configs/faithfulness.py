@@ -10,8 +10,11 @@ al., BMVC 2018), ROAD MoRF / LeRF / combined with the noisy linear imputer
 times the map (Chattopadhyay et al., WACV 2018). Every method of
 ``config.methods`` is scored beside control maps that ignore the model's
 output (``random``, ``edge``, ``center_prior``) or its target
-(``random_cam``). Runs on any dataset (``--config.dataset``). Writes
-``results.csv``, ``summary.json``, ``figures/`` and ``report.md``.
+(``random_cam``). Runs on any dataset (``--config.dataset``), on every
+device of one or several processes (``--config.distributed.enabled=True``).
+Writes ``results.csv``, ``summary.json``, ``figures/`` (the curves and the
+example maps) and ``report.md``; a seed sweep (``launch/sweep.py``) merges
+with ``--config=aggregate``.
 
 Presets (``--config=faithfulness:NAME``):
   (none)  small CNN at 128 px, the journal paper's 8 methods, 16 images;

@@ -201,11 +201,15 @@ def job_verdicts(summaries: Mapping[str, Mapping[str, Any]]
                  ) -> dict[tuple[str, str], dict[str, Any]]:
   """(test, method) -> ``verdict`` (PASS, FAIL, INVALID or None) and, for the
   randomization and agreement tests, the verdict metric's ``similarity`` and
-  ``baseline`` means, from one job's summaries (test -> summary.json)."""
+  ``baseline`` means, from one job's summaries (test -> summary.json).
+  A test without a ``verdict_metric`` (localization, faithfulness) gives one
+  word per method."""
   out = {}
   for test, summary in summaries.items():
     metric = summary.get("verdict_metric")
-    for method, verdict in study.verdicts_of(test, summary).items():
+    words = (study.verdicts_of(test, summary) if metric is not None
+             else dict(summary.get("verdicts") or {}))
+    for method, verdict in words.items():
       entry: dict[str, Any] = {"verdict": verdict}
       detail = (summary.get("verdicts") or {}).get(method)
       if isinstance(detail, Mapping) and isinstance(detail.get(metric), Mapping):

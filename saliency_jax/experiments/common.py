@@ -207,6 +207,21 @@ def postprocess_batch(raw: jax.Array) -> jax.Array:
   return jax.vmap(postprocess.postprocess)(raw)
 
 
+@jax.jit
+def signed_postprocess_batch(raw: jax.Array) -> jax.Array:
+  r"""Signed (diverging) maps (N, H, W): :math:`s = \sum_c m_c / \max |\sum_c m_c|`.
+
+  Adebayo et al. (NeurIPS 2018) also compare maps without the absolute
+  value; their ``diverging_norm`` of a 2-D map divides by its largest
+  magnitude, so zero stays zero and the ranks are those of the channel sum.
+  No percentile clip (PAIR's ``VisualizeImageDiverging`` clips the top 1%,
+  which would tie those pixels' ranks): the signed Spearman is exactly the
+  Spearman of the channel-summed raw maps.
+  """
+  return jax.vmap(lambda m: postprocess.postprocess(
+      m, reduce="sum", clip_percentile=None, normalize="signed"))(raw)
+
+
 # ----------------------------------------------------------------- scores ---
 
 # Metrics by name over batches, from the one registry (saliency_jax.metrics).

@@ -27,6 +27,12 @@ scores are one verified part (:mod:`saliency_jax.results`) with its example
 maps and per-image curves beside it, so a rerun resumes. An image whose
 logits, map or scores are not finite makes its method INVALID (counted);
 ``confidence_*`` of a constant map is undefined (NaN, excluded and counted).
+
+With several devices (or processes) the maps and the scores split the images
+over every device of every process, as :mod:`runner` does; then every
+process computes every part (no resume from its own disk, so all meet in the
+same sharded programs) and only process 0 writes into the workdir
+(``main``'s followers write into a scratch folder and draw no report).
 """
 
 from __future__ import annotations
@@ -40,7 +46,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
+from jax.sharding import PartitionSpec as P
 
+from saliency_jax import devices
 from saliency_jax import errors
 from saliency_jax import io_utils
 from saliency_jax import progress as progress_lib
@@ -134,7 +142,8 @@ def evaluations(options: dict[str, Any]) -> int:
 def score_maps(explainee: Any, images: jax.Array, maps: jax.Array,
                targets: jax.Array, keys: jax.Array, *, options: dict[str, Any],
                batch_size: int | None = None,
-               strategy: str | None = None) -> dict[str, jax.Array]:
+               strategy: str | None = None,
+               mesh: jax.sharding.Mesh | None = None) -> dict[str, jax.Array]:
   """Every faithfulness score of each (image, map), over images in chunks.
 
   Images go through :func:`batching.sample_map` (vmapped in chunks, or one
@@ -152,18 +161,48 @@ def score_maps(explainee: Any, images: jax.Array, maps: jax.Array,
     options: :func:`options_of`.
     batch_size: model evaluations at once; ``None``: backend rule.
     strategy: how chunks run (:data:`batching.STRATEGIES`).
+    mesh: a one-axis mesh (``devices.mesh()``): with more than one device
+      the images are split over its devices (every process's), each device
+      scoring its share as one device would ('dispatch' as 'scan'); every
+      process gets the whole result.
 
   Returns:
     metric -> (N,) for every name in :data:`METRICS`; ``deletion`` and
     ``insertion`` -> (N, m) curves; ``fractions`` -> (N, m).
   """
   strategy, batch_size = batching.resolve(strategy, batch_size)
+  if mesh is not None and mesh.size > 1:
+    return _sharded_scores(as_explainee(explainee), images, maps, targets, keys,
+                           options=options, batch_size=batch_size,
+                           strategy="scan" if strategy == "dispatch" else strategy,
+                           mesh=mesh)
   static = tuple(sorted(options.items())) + (("batch_size", batch_size),
                                              ("strategy", strategy))
   return batching.sample_map(
       _score_one, as_explainee(explainee), (images, maps, targets, keys),
       batch_size=batch_size, strategy=strategy, inner=evaluations(options),
       static=static)
+
+
+def _sharded_scores(explainee, images, maps, targets, keys, *, options, batch_size,
+                    strategy, mesh) -> dict[str, jax.Array]:
+  """:func:`score_maps` with the images split over ``mesh``'s devices
+  (``shard_map``; the last image repeated to whole shards, repeats cut)."""
+  axis, n = mesh.axis_names[0], images.shape[0]
+  pad = devices.pad_to(n, mesh.size)
+  split = devices.place((images[pad], maps[pad], targets[pad], keys[pad]), mesh,
+                        P(axis))
+  model = devices.place(explainee, mesh, P())
+
+  def local(model, images, maps, targets, keys):
+    return score_maps(model, images, maps, targets, keys, options=options,
+                      batch_size=batch_size, strategy=strategy)
+
+  # No gradients here, so no replicated input to make device-varying first;
+  # unchecked, as jax.scipy's CG (ROAD's imputer) starts from an invariant x0.
+  out = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(P(),) + (P(axis),) * 4,
+                              out_specs=P(axis), check_vma=False))(model, *split)
+  return {k: devices.gather(v)[:n] for k, v in out.items()}
 
 
 def _score_one(explainee, sample, *, step, replacement, sigma, value, percentiles,
@@ -207,7 +246,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   ids = [str(i) for i in images_np["id"]]
   summary = _summarize(config, workdir, outcome, curves, training, ids)
   io_utils.write_json(os.path.join(workdir, "summary.json"), summary)
-  faithfulness_report.write(workdir, config, summary, outcome.examples, images_np)
+  if devices.is_writer():  # a follower's workdir is a scratch folder
+    faithfulness_report.write(workdir, config, summary, outcome.examples, images_np)
   return summary
 
 
@@ -249,7 +289,10 @@ def run_maps(config: ml_collections.ConfigDict, workdir: str,
     part_name = f"{EXPERIMENT}-{name}"
     fingerprint = results.fingerprint_of(inputs, name)
     path = maps_path(workdir, name)
-    found = results.verified_part(workdir, part_name, fingerprint)
+    # Several processes compute every part: each must meet the others in
+    # the same sharded programs, whatever its own disk says (as the runner).
+    found = (results.verified_part(workdir, part_name, fingerprint)
+             if jax.process_count() == 1 else None)
     if found is not None and not _saved_matches(path, found[1]):
       found = None
     if found is not None:
@@ -286,18 +329,20 @@ def _compute(config, name, m, explainee, images_np, images, targets, finite_logi
              map_key, keys, ids):
   """(rows, manifest, saved arrays) of map ``name``: maps, checks, scores."""
   method, hparams = name, common.method_hparams(config, name)
-  strategy, batch_size = config.get("strategy"), config.get("batch_size")
-  raw = saliency.explain(explainee, images, targets, method=method,
-                         key=jax.random.fold_in(map_key, m), batch_size=batch_size,
-                         strategy=strategy,
-                         per_image=common.segments_for(method, images_np["image"]),
-                         **hparams)
+  # The runner's maps: split over the devices (every process's) where there
+  # are several, the batch size 'auto' resolved for one device's share.
+  state = runner.ModelState("trained", explainee, config.model, config.seed)
+  raw, runs = runner._raw_maps(  # pylint: disable=protected-access
+      config, [state], [[0]], images, [targets], method, hparams,
+      jax.random.fold_in(map_key, m), common.segments_for(method, images_np["image"]))
+  raw = raw[0]
+  mesh, _ = runner._mesh(config)  # pylint: disable=protected-access
   finite_maps = np.asarray(jnp.isfinite(raw).all(axis=(-3, -2, -1)))
   maps = common.postprocess_batch(raw)
   options = options_of(config)
   score_strategy, score_size = score_batching(config, options)
   scored = score_maps(explainee, images, maps, targets, keys, options=options,
-                      batch_size=score_size, strategy=score_strategy)
+                      batch_size=score_size, strategy=score_strategy, mesh=mesh)
   scored = {k: np.asarray(v, np.float64) for k, v in scored.items()}
   bad = ~(finite_maps & finite_logits)
   flat = np.asarray(maps).reshape(len(ids), -1)
@@ -314,7 +359,11 @@ def _compute(config, name, m, explainee, images_np, images, targets, finite_logi
   saved = {"maps": np.asarray(maps[:config.report.example_images]),
            "fractions": scored["fractions"][0],
            **{k: np.where(bad[:, None], np.nan, scored[k]) for k in CURVES}}
-  manifest = {"batching": {"strategy": strategy, "batch_size": batch_size,
+  manifest = {"batching": {"strategy": runs[0]["strategy"],
+                           "batch_size": runs[0]["batch_size"],
+                           "requested_batch_size": config.get("batch_size"),
+                           "devices": runs[0]["devices"],
+                           "shard_over": runs[0]["shard_over"],
                            "score_strategy": score_strategy,
                            "score_batch_size": score_size},
               "nonfinite_logits": int((~finite_logits).sum()),

@@ -20,6 +20,10 @@ against the best control, Holm-adjusted over the methods, gives p < 0.05.
 Every map goes through the same post-processing (|.|, channel sum, 99th
 percentile clip, [0, 1]); it keeps the order of a control's pixels (the top
 1% tie), so ranking metrics such as AUPRC score the controls as they are.
+
+With ``config.chexlocalize.enabled`` the same maps also go through the
+CheXlocalize protocol (Saporta et al. 2022: mIoU and hit rate, thresholds
+tuned on the validation split; :mod:`saliency_jax.experiments.chexlocalize`).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from saliency_jax import errors
 from saliency_jax import io_utils
 from saliency_jax import results
 from saliency_jax import saliency
+from saliency_jax.experiments import chexlocalize
 from saliency_jax.experiments import common
 from saliency_jax.experiments import runner
 from saliency_jax.metrics import stats
@@ -48,8 +53,10 @@ ALPHA = 0.05
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  """The keys only this experiment has (``controls``, ``primary_metric``)."""
+  """The keys only this experiment has (``controls``, ``primary_metric``,
+  ``chexlocalize.*``)."""
   common.check_controls(config, CONTROLS)
+  chexlocalize.validate(config)
   if config.primary_metric not in config.localization:
     raise errors.ConfigError(
         f"config.primary_metric={config.primary_metric!r} must be one of "
@@ -70,11 +77,19 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     # center_prior returns the given prior (resized to the images if needed).
     return "center_prior", {"prior": mean_training_mask(config)[0]}
 
+  names = list(config.methods) + list(config.controls)
+  protocol = chexlocalize.enabled(config)
   outcome = runner.run_methods(
       config, workdir, experiment=EXPERIMENT, images_np=images_np, states=[state],
-      names=list(config.methods) + list(config.controls), method_for=method_for)
+      names=names, method_for=method_for, keep_maps=protocol)
   ids = [str(i) for i in images_np["id"]]
   summary = _summarize(config, workdir, outcome, training, ids)
+  if protocol:
+    summary[chexlocalize.KEY], parts = chexlocalize.run(
+        config, workdir, experiment=EXPERIMENT, explainee=state.explainee,
+        images_np=images_np, outcome=outcome, names=names, method_for=method_for)
+    # results.csv holds every part's rows, the protocol's per-image scores too.
+    results.write_results(workdir, [outcome.rows, *parts])
   io_utils.write_json(os.path.join(workdir, "summary.json"), summary)
   examples = {name: maps[0] for name, maps in outcome.examples.items()}
   localization_report.write(workdir, config, summary, examples, images_np)

@@ -45,10 +45,14 @@ from saliency_jax import rng
 from saliency_jax import saliency
 from saliency_jax import workdir as workdir_lib
 from saliency_jax.experiments import common
+from saliency_jax.metrics import scoring
 from saliency_jax.metrics import stats
 from saliency_jax.saliency import batching
 
 BASELINE_SUFFIX = "_different_images"
+# Metrics of the signed maps (config.signed_similarity) are written as
+# ``<similarity>_signed`` (Adebayo et al. 2018 compare maps with and without |.|).
+SIGNED_SUFFIX = "_signed"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,11 +77,14 @@ class ModelState:
 class Comparison:
   """Similarity of state ``a``'s maps to state ``b``'s, image by image.
 
-  Written as state ``a``'s rows with metric ``<similarity><suffix>``.
+  Written as state ``a``'s rows with metric ``<similarity><suffix>``; each
+  of ``metrics`` (names in ``metrics.RANDOMIZATION``, e.g. ``emprt``) too,
+  as ``metric(state b's map, state a's map)`` (the reference first).
   """
   a: int
   b: int
   suffix: str = ""
+  metrics: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass
@@ -93,6 +100,8 @@ class Outcome:
     targets: per state, the classes explained (N,).
     batching: method -> how each group of states ran (strategy, batch size
       chosen, devices), as recorded when its part was computed.
+    maps: method -> every post-processed map (states, N, H, W), only with
+      ``run_methods(..., keep_maps=True)``.
   """
   rows: list[dict[str, Any]]
   examples: dict[str, np.ndarray]
@@ -100,6 +109,7 @@ class Outcome:
   invalid: dict[str, str]
   targets: list[np.ndarray]
   batching: dict[str, Any] = dataclasses.field(default_factory=dict)
+  maps: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
 # ------------------------------------------------------------------ states ---
@@ -144,22 +154,31 @@ def _groups(states: Sequence[ModelState]) -> list[list[int]]:
 
 def _raw_maps(config, states, groups, images, targets, method: str,
               hparams: dict[str, Any], key: jax.Array,
-              per_image: dict[str, Any]) -> tuple[jax.Array, list[dict[str, Any]]]:
-  """Raw attributions (S, N, H, W, C) of every state, and how each group ran."""
+              per_image: dict[str, Any], *, key_per_state: bool = False
+              ) -> tuple[jax.Array, list[dict[str, Any]]]:
+  """Raw attributions (S, N, H, W, C) of every state, and how each group ran.
+
+  One ``key`` for every state (the methods' noise the same at every stage);
+  ``key_per_state``: state s draws with ``fold_in(key, s)`` instead, each
+  state its own program (a noise map drawn independently per state).
+  """
   mesh, over = _mesh(config)
   out, runs = [], []
+  if key_per_state:
+    groups = [[i] for group in groups for i in group]
   for group in groups:
+    group_key = jax.random.fold_in(key, group[0]) if key_per_state else key
     first = states[group[0]].explainee
     stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves),
                            *[states[i].explainee.state for i in group])
     strategy, batch_size = _batching(config, first, stacked, images, method, hparams,
-                                     key, per_image, mesh, over)
+                                     group_key, per_image, mesh, over)
     runs.append({"states": [states[i].name for i in group], "strategy": strategy,
                  "batch_size": batch_size, "requested_batch_size": config.get("batch_size"),
                  "devices": 1 if mesh is None else mesh.size, "shard_over": over})
     out.append(saliency.explain_states(
         first, stacked, images, jnp.stack([targets[i] for i in group]),
-        method=method, key=key, batch_size=batch_size, strategy=strategy,
+        method=method, key=group_key, batch_size=batch_size, strategy=strategy,
         per_image=per_image, mesh=mesh, shard_over=over or "images", **hparams))
   return (jnp.concatenate(out) if len(out) > 1 else out[0]), runs
 
@@ -199,13 +218,17 @@ def _batching(config, explainee, stacked, images, method, hparams, key, per_imag
 def score(config: ml_collections.ConfigDict, experiment: str, method: str,
           maps: jax.Array, bad: np.ndarray, states: Sequence[ModelState],
           comparisons: Sequence[Comparison], masks: jax.Array,
-          ids: Sequence[str]) -> list[dict[str, Any]]:
+          ids: Sequence[str], signed: jax.Array | None = None
+          ) -> list[dict[str, Any]]:
   """Rows: every comparison's similarity, every state's localization, the baseline.
 
   Args:
     maps: (S states, N images, H, W) post-processed maps.
     bad: (S, N) bool, images whose logits or raw map were not finite: their
       scores (and any comparison or baseline pair with them) are NaN.
+    signed: (S, N, H, W) signed maps (``common.signed_postprocess_batch``),
+      compared with ``config.signed_similarity`` as ``<metric>_signed``
+      beside the absolute maps' rows; None: none.
   """
   part: list[dict[str, Any]] = []
 
@@ -218,22 +241,52 @@ def score(config: ml_collections.ConfigDict, experiment: str, method: str,
   if comparisons:
     first = np.array([c.a for c in comparisons])
     second = np.array([c.b for c in comparisons])
-    similar = common.similarity_scores(maps[first], maps[second], config.similarity,
-                                       config.get("metric_options"))
+    similar = _similar(config, maps, signed, first, second)
     for p, c in enumerate(comparisons):
       add(states[c.a], {f"{k}{c.suffix}": v[p] for k, v in similar.items()},
           bad[c.a] | bad[c.b])
+    for names in dict.fromkeys(c.metrics for c in comparisons if c.metrics):
+      chosen = [c for c in comparisons if c.metrics == names]
+      paired = scoring.randomization_scores(
+          maps[np.array([c.b for c in chosen])], maps[np.array([c.a for c in chosen])],
+          names, config.get("metric_options"))
+      for p, c in enumerate(chosen):
+        add(states[c.a], {f"{k}{c.suffix}": v[p] for k, v in paired.items()},
+            bad[c.a] | bad[c.b])
   located = common.localization_scores(maps, masks, config.localization,
                                        config.get("metric_options"))
   for s, state in enumerate(states):
     add(state, {k: v[s] for k, v in located.items()}, bad[s])
   if comparisons:
-    add(states[0], baseline(config, maps[0], bad[0]), np.zeros(len(ids), bool))
+    add(states[0], baseline(config, maps[0], bad[0],
+                            None if signed is None else signed[0]),
+        np.zeros(len(ids), bool))
   return part
 
 
+def _similar(config: ml_collections.ConfigDict, maps: jax.Array,
+             signed: jax.Array | None, i: np.ndarray, j: np.ndarray
+             ) -> dict[str, np.ndarray]:
+  """``config.similarity`` of maps[i] vs maps[j]; with ``signed``, also
+  ``config.signed_similarity`` of signed[i] vs signed[j] as ``<metric>_signed``."""
+  options = config.get("metric_options")
+  out = common.similarity_scores(maps[i], maps[j], config.similarity, options)
+  if signed is not None:
+    out.update({f"{k}{SIGNED_SUFFIX}": v for k, v in common.similarity_scores(
+        signed[i], signed[j], config.signed_similarity, options).items()})
+  return out
+
+
+def similarity_names(config: ml_collections.ConfigDict) -> list[str]:
+  """Every similarity metric the rows carry: ``config.similarity``, then
+  ``<metric>_signed`` of ``config.signed_similarity``."""
+  return list(config.similarity) + [f"{m}{SIGNED_SUFFIX}"
+                                    for m in config.get("signed_similarity", ())]
+
+
 def baseline(config: ml_collections.ConfigDict, maps: jax.Array,
-             bad: np.ndarray) -> dict[str, np.ndarray]:
+             bad: np.ndarray, signed: jax.Array | None = None
+             ) -> dict[str, np.ndarray]:
   """Similarity of each image's map to other images' maps, averaged per image.
 
   The randomization tests' reference (Arun et al. 2021: 50 random other
@@ -244,8 +297,7 @@ def baseline(config: ml_collections.ConfigDict, maps: jax.Array,
   pairs_per_image = min(config.baseline_pairs, num_images - 1)
   i, j = stats.different_image_pairs(num_images, config.baseline_pairs,
                                      seed=rng.integer_seed(config.seed, rng.STATS))
-  similar = common.similarity_scores(maps[i], maps[j], config.similarity,
-                                     config.get("metric_options"))
+  similar = _similar(config, maps, signed, i, j)
   drop = bad[i] | bad[j]
   return {f"{k}{BASELINE_SUFFIX}":
           np.where(drop, np.nan, v).reshape(num_images, pairs_per_image).mean(axis=1)
@@ -261,7 +313,9 @@ def run_methods(config: ml_collections.ConfigDict, workdir: str, *, experiment: 
                 images_np: dict[str, np.ndarray], states: Sequence[ModelState],
                 comparisons: Sequence[Comparison] = (),
                 names: Sequence[str] | None = None, shared_targets: bool = False,
-                method_for: MethodFor | None = None) -> Outcome:
+                method_for: MethodFor | None = None,
+                keep_maps: bool = False,
+                key_per_state: Sequence[str] = ()) -> Outcome:
   """Every method of ``names`` (default ``config.methods``) over every state.
 
   Args:
@@ -278,6 +332,13 @@ def run_methods(config: ml_collections.ConfigDict, workdir: str, *, experiment: 
     method_for: name -> (method, hyper-parameters) where a name is not a
       method with the preset's settings (e.g. a control with a prior);
       called only when that part is computed.
+    keep_maps: also return every post-processed map (``Outcome.maps``), saved
+      as ``maps/<part>-all.npy`` beside the part and verified on resume
+      (its SHA-256 in the manifest), for scores computed outside the runner.
+    key_per_state: names whose maps are drawn with a fresh key per state
+      (``fold_in(key, s)``): a noise null, independent at every stage. Every
+      other name uses one key for every state, so that a method's own noise
+      is the same at every stage and its maps change with the model only.
   """
   names = list(config.methods if names is None else names)
   images = jnp.asarray(images_np["image"])
@@ -295,38 +356,51 @@ def run_methods(config: ml_collections.ConfigDict, workdir: str, *, experiment: 
   progress = progress_lib.Progress(experiment, len(names) * len(states) * len(ids),
                                    unit="map")
   save_example_images(workdir, experiment, images_np, config.report.example_images)
-  parts, examples, health, invalid, runs_of = [], {}, {}, {}, {}
+  parts, examples, health, invalid, runs_of, kept = [], {}, {}, {}, {}, {}
   for m, name in enumerate(names):
     part_name = f"{experiment}-{name}"
     fingerprint = results.fingerprint_of(inputs, name)
     example_path = os.path.join(workdir, "maps", f"{part_name}.npy")
+    all_path = os.path.join(workdir, "maps", f"{part_name}-all.npy")
     # Several processes compute every part: each must meet the others in
     # the same sharded programs, whatever its own disk says.
     found = (results.verified_part(workdir, part_name, fingerprint)
              if jax.process_count() == 1 else None)
     if found is not None and not _example_maps_match(example_path, found[1]):
       found = None
+    if found is not None and keep_maps and not _example_maps_match(
+        all_path, found[1], "all_maps_sha256"):
+      found = None
     if found is not None:
       part, manifest = found
       examples[name] = np.load(example_path)
+      if keep_maps:
+        kept[name] = np.load(all_path)
       progress.update(len(states) * len(ids), f"{name} done earlier, skipped")
     else:
       method, hparams = (method_for(name) if method_for
                          else (name, common.method_hparams(config, name)))
       raw, runs = _raw_maps(config, states, groups, images, targets, method, hparams,
                             jax.random.fold_in(key, m),
-                            common.segments_for(method, images_np["image"]))
+                            common.segments_for(method, images_np["image"]),
+                            key_per_state=name in key_per_state)
       finite_maps = np.asarray(jnp.isfinite(raw).all(axis=(-3, -2, -1)))
-      maps = common.postprocess_batch(raw.reshape((-1,) + raw.shape[2:])
-                                      ).reshape(raw.shape[:2] + raw.shape[2:4])
+      flat = raw.reshape((-1,) + raw.shape[2:])
+      maps = common.postprocess_batch(flat).reshape(raw.shape[:2] + raw.shape[2:4])
+      signed = (common.signed_postprocess_batch(flat).reshape(maps.shape)
+                if comparisons and config.get("signed_similarity") else None)
       part = score(config, experiment, name, maps, ~(finite_maps & finite_logits),
-                   states, comparisons, masks, ids)
+                   states, comparisons, masks, ids, signed=signed)
       examples[name] = np.asarray(maps[:, :config.report.example_images])
       io_utils.atomic_write(example_path, lambda f: np.save(f, examples[name]))
       manifest = {"states": [s.name for s in states], "batching": runs,
                   "maps_sha256": io_utils.sha256_file(example_path),
                   "nonfinite_logits": (~finite_logits).sum(axis=1).tolist(),
                   "nonfinite_maps": (~finite_maps).sum(axis=1).tolist()}
+      if keep_maps:
+        kept[name] = np.asarray(maps)
+        io_utils.atomic_write(all_path, lambda f: np.save(f, kept[name]))
+        manifest["all_maps_sha256"] = io_utils.sha256_file(all_path)
       results.write_part(workdir, part_name, part, fingerprint=fingerprint, **manifest)
       progress.update(len(states) * len(ids), name)
     parts.append(part)
@@ -341,7 +415,8 @@ def run_methods(config: ml_collections.ConfigDict, workdir: str, *, experiment: 
   progress.close()
   all_rows = results.write_results(workdir, parts)
   return Outcome(rows=all_rows, examples=examples, health=health, invalid=invalid,
-                 targets=[np.asarray(t) for t in targets], batching=runs_of)
+                 targets=[np.asarray(t) for t in targets], batching=runs_of,
+                 maps=kept)
 
 
 def example_images_path(workdir: str, experiment: str) -> str:
@@ -361,9 +436,10 @@ def save_example_images(workdir: str, experiment: str,
                         lambda f: np.savez_compressed(f, **film))
 
 
-def _example_maps_match(path: str, manifest: dict[str, Any]) -> bool:
-  """Whether the part's example maps are the ones its manifest names."""
-  if os.path.exists(path) and io_utils.sha256_file(path) == manifest.get("maps_sha256"):
+def _example_maps_match(path: str, manifest: dict[str, Any],
+                        key: str = "maps_sha256") -> bool:
+  """Whether the part's example (or all) maps are the ones its manifest names."""
+  if os.path.exists(path) and io_utils.sha256_file(path) == manifest.get(key):
     return True
   logging.warning("%s: missing or not the maps of its part; computing the part again",
                   path)
@@ -397,6 +473,7 @@ def summary_header(config: ml_collections.ConfigDict, experiment: str,
   }
   if "similarity" in config:
     header["similarity"] = list(config.similarity)
+    header["signed_similarity"] = list(config.get("signed_similarity", ()))
   # Every metric's options as it ran, defaults included (e.g. Dice's threshold rule).
   header["metric_options"] = common.resolved_metric_options(
       list(config.localization) + list(config.get("similarity", ())),
@@ -406,16 +483,19 @@ def summary_header(config: ml_collections.ConfigDict, experiment: str,
 
 def verdicts(config: ml_collections.ConfigDict, outcome: Outcome,
              scores: Callable[[str, str], tuple[np.ndarray, np.ndarray]], *,
-             expect: str, rule: str) -> dict[str, dict[str, Any]]:
+             expect: str, rule: str, names: Sequence[str] | None = None,
+             metrics: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
   """method -> similarity -> :func:`stats.baseline_verdict` of ``scores(method, metric)``.
 
-  ``scores`` returns (the method's per-image similarities, the baseline).
+  ``scores`` returns (the method's per-image similarities, the baseline);
+  ``names`` default ``config.methods`` (e.g. also the null baselines),
+  ``metrics`` default ``config.similarity`` (e.g. :func:`similarity_names`).
   """
   seed = rng.integer_seed(config.seed, rng.STATS)
   out = {}
-  for method in config.methods:
+  for method in config.methods if names is None else names:
     out[method] = {}
-    for metric in config.similarity:
+    for metric in config.similarity if metrics is None else metrics:
       values, reference = scores(method, metric)
       out[method][metric] = stats.baseline_verdict(
           values, reference, expect=expect, rule=rule, seed=seed,

@@ -4,7 +4,8 @@ Turns what ``experiments/faithfulness.py`` computed into a comparison of the
 methods with control maps: per faithfulness metric a table of methods and
 controls with 95% intervals and, per method, whether it is more faithful
 than every control; the deletion and insertion curves of every map (mean
-over images, 95% band) with the controls dashed.
+over images, 95% band) with the controls dashed; the maps of the first
+``config.report.example_images`` images, every method's beside the controls'.
 
 Writes ``workdir/figures/faithfulness_*.png``, ``workdir/report.md`` and
 ``workdir/report.html``.
@@ -53,17 +54,20 @@ def write(workdir: str, config: Any, summary: Mapping[str, Any],
     workdir: the run's directory.
     config: the run's ConfigDict (read with ``.get``).
     summary: what ``faithfulness._summarize`` returned.
-    examples: map name -> (E, H, W) example maps (unused by the figures
-      for now; kept for the same signature as the other reports).
-    images_np: the evaluation images (``id``).
+    examples: map name -> (E, H, W) maps in [0, 1] of the first E
+      evaluation images (``config.report.example_images``).
+    images_np: the evaluation images (``image``, ``boxes``, ``num_boxes``,
+      ``id``).
   """
-  del examples
   methods = list(summary.get("methods") or [])
   controls = list(summary.get("controls") or [])
   metrics = list(summary.get("metrics") or [])
   index = markdown.index(summary.get("aggregates") or [])
   written = {
       "curves": _curve_figure(workdir, summary, methods, controls),
+      "maps": run_figures.example_maps(
+          workdir, "faithfulness", examples, images_np, methods + controls,
+          controls=controls, title=str(summary.get("model", ""))),
       "distributions": run_figures.score_distributions(
           workdir, [r for r in run_figures.result_rows(workdir)
                     if r["experiment"] == "faithfulness"],
@@ -84,6 +88,7 @@ def write(workdir: str, config: Any, summary: Mapping[str, Any],
                                 {"nonfinite": summary.get("nonfinite") or {}}),
       markdown.figures_section(written, {
           "curves": "Deletion and insertion curves",
+          "maps": "Example maps (what was perturbed first)",
           "distributions": "Per-image score distributions",
           "training": "Training curves"}),
       _how_to_read(),

@@ -71,6 +71,7 @@ def write(workdir: str, config: Any, summary: Mapping[str, Any],
       _what_ran(config, summary, images_np, methods, controls),
       _verdict_section(summary, methods),
       _metric_sections(summary, index, methods, controls, metrics),
+      chexlocalize_section(summary, methods + controls),
       markdown.excluded_section(markdown.excluded_lines(index)),
       markdown.figures_section(written, {"bars": "Localization of methods and "
                                          "controls", "maps": "Example maps",
@@ -107,24 +108,9 @@ def _bar_figure(workdir, summary, index, methods, controls, metrics
 def _map_figures(workdir, summary, examples, images_np, methods, controls
                  ) -> list[tuple[str, str]]:
   """One row per example image: the image, then every method and control."""
-  shown = [n for n in methods + controls if n in examples]
-  if not shown:
-    return []
-  count = min(min(np.asarray(examples[n]).shape[0] for n in shown),
-              len(images_np["image"]))
-  names = markdown.image_names(images_np, count)
-  out = []
-  for e in range(count):
-    maps = np.stack([np.asarray(examples[n])[e] for n in shown])[None]  # (1, K, H, W)
-    relative = f"{FIGURES_DIR}/localization_maps_{names[e]}.png"
-    figures.map_grid(
-        os.path.join(workdir, relative), images_np["image"][e],
-        images_np["boxes"][e], int(images_np["num_boxes"][e]), maps,
-        [names[e]], [_label(n, controls) for n in shown],
-        f"{summary.get('model', '')}: maps and controls of image {names[e]} "
-        "(boxes in cyan)", boxes_on_maps=True, mask=figures.mask_at(images_np, e))
-    out.append((f"Maps and controls of image {names[e]}", relative))
-  return out
+  return run_figures.example_maps(workdir, "localization", examples, images_np,
+                                  methods + controls, controls=controls,
+                                  title=str(summary.get("model", "")))
 
 
 # ----------------------------------------------------------------- report ---
@@ -203,6 +189,53 @@ def _metric_sections(summary, index, methods, controls, metrics) -> str:
               *markdown.versus_controls_table(index, comparisons.get(metric) or {},
                                               methods, controls, metric), ""]
   return "\n".join(lines)
+
+
+def chexlocalize_section(summary: Mapping[str, Any], names: Sequence[str]) -> str:
+  """The CheXlocalize table (Saporta et al. 2022): mIoU, hit rate, threshold, cutoff."""
+  block = summary.get("chexlocalize")
+  if not block:
+    return ""
+  setup = block.get("settings") or {}
+  threshold = setup.get("threshold")
+  rule = ("Otsu's threshold" + (" on 8-bit levels" if setup.get("quantize") else "")
+          if threshold == "otsu" else
+          f"a threshold tuned on {block.get('num_validation_images', 0)} validation "
+          "positives (0.2 to 0.8, the best mIoU)")
+  gate = (" Masks are emptied unless p(positive) exceeds a cutoff tuned on "
+          "validation (0 to 0.8); an empty prediction then scores IoU 0."
+          if setup.get("gate") else
+          " mIoU runs over the images with a predicted segmentation (the "
+          "reference's true positives).")
+  lines = [
+      "## CheXlocalize protocol\n",
+      "Saporta et al. (Nature Machine Intelligence 2022): each map upsampled "
+      f"to its mask, min-max scaled and binarized by {rule}.{gate} Hit: the "
+      "map's maximum lies inside the mask. Mean over the test positives with a "
+      f"95% bootstrap interval ({setup.get('num_resamples')} resamples); class "
+      f"`{setup.get('class_name')}`. Predicted masks: COCO RLE in "
+      "`chexlocalize/<name>.json`, for CheXlocalize's `eval.py`.\n",
+      "| Map | mIoU | Scored (not) | Hit rate | Scored (not) | Threshold | Cutoff |",
+      "|---|---|---|---|---|---|---|",
+  ]
+  rows = block.get("methods") or {}
+  for name in names:
+    row = rows.get(name)
+    if row is None:
+      continue
+    if row.get("invalid"):
+      lines.append(f"| `{name}` | **INVALID** ({row['invalid']}) | | | | | |")
+      continue
+    scored, missing = row.get("num_scored") or {}, row.get("num_not_scored") or {}
+    threshold, cutoff = row.get("threshold"), row.get("cutoff")
+    lines.append(
+        f"| `{name}` | {markdown.interval(row.get('miou'))} | "
+        f"{scored.get('iou')} ({missing.get('iou')}) | "
+        f"{markdown.interval(row.get('hit_rate'))} | "
+        f"{scored.get('hit')} ({missing.get('hit')}) | "
+        f"{threshold if isinstance(threshold, str) else markdown.num(threshold)} | "
+        f"{'none' if cutoff is None else markdown.num(cutoff)} |")
+  return "\n".join(lines) + "\n"
 
 
 def _how_to_read(summary) -> str:

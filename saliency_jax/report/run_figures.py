@@ -1,8 +1,9 @@
-"""The figures every report adds: training curves and per-image score distributions.
+"""The figures every report adds: training curves, per-image score distributions
+and example maps.
 
 The reports get an experiment's summary; these figures need what lies beside
-it: each model's ``metrics.jsonl`` (its training directory) and the
-per-image rows of ``results.csv``. Each function returns the report's
+it: each model's ``metrics.jsonl`` (its training directory), the
+per-image rows of ``results.csv`` and the example maps beside the parts. Each function returns the report's
 ``[(caption, relative path)]`` of what it wrote, empty when the inputs are
 not there (weights evaluated as given have no training curve; a report
 written from a summary alone has no rows).
@@ -14,6 +15,8 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+import numpy as np
 
 from saliency_jax import io_utils
 from saliency_jax import results
@@ -119,3 +122,37 @@ def score_distributions(workdir: str, rows: Sequence[Mapping[str, Any]], *,
   drawn = figures.score_distributions(os.path.join(workdir, relative), rows,
                                       **options)
   return [(caption, relative)] if drawn else []
+
+
+def example_maps(workdir: str, name: str, examples: Mapping[str, Any],
+                 images_np: Mapping[str, Any], shown: Sequence[str], *,
+                 controls: Sequence[str] = (), title: str = "") -> list[tuple[str, str]]:
+  """``figures/<name>_maps_<image>.png``: one :func:`figures.map_grid` per
+  example image, the image with its boxes (or mask), then the map of every
+  name of ``shown`` that ``examples`` holds, boxes outlined in cyan.
+
+  Args:
+    examples: map name -> (E, H, W) maps in [0, 1] of the first E images.
+    images_np: the evaluation images (``image``, ``boxes``, ``num_boxes``,
+      ``id``, optionally ``mask``).
+    shown: map names in column order (methods, then controls).
+    controls: names labelled ``(control)``.
+    title: the figures' title, before ``: maps and controls of image ID``.
+  """
+  shown = [n for n in shown if n in examples]
+  if not shown:
+    return []
+  count = min(min(len(examples[n]) for n in shown), len(images_np["image"]))
+  names = markdown.image_names(images_np, count)
+  labels = [f"{n} (control)" if n in controls else n for n in shown]
+  out = []
+  for e in range(count):
+    maps = np.stack([np.asarray(examples[n])[e] for n in shown])[None]  # (1, K, H, W)
+    relative = f"{FIGURES_DIR}/{markdown.safe(name)}_maps_{names[e]}.png"
+    figures.map_grid(
+        os.path.join(workdir, relative), images_np["image"][e], images_np["boxes"][e],
+        int(images_np["num_boxes"][e]), maps, [names[e]], labels,
+        f"{title}: maps and controls of image {names[e]} (boxes in cyan)",
+        boxes_on_maps=True, mask=figures.mask_at(images_np, e))
+    out.append((f"Maps and controls of image {names[e]}", relative))
+  return out

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from matplotlib import image as plt_image
 
 import experiment_runs
 from saliency_jax import errors
@@ -57,6 +58,22 @@ def test_writes_every_result_file(run):
     assert f"### {metric}" in report
   assert "faithfulness_curves.png" in report
   assert json.load(open(workdir / "summary.json"))["verdicts"] == summary["verdicts"]
+
+
+def test_report_shows_the_example_maps_of_every_method_and_control(run):
+  from saliency_jax.report import markdown  # pylint: disable=g-import-not-at-top
+  config, workdir, _ = run
+  film = dict(np.load(workdir / "maps" / "faithfulness-images.npz"))
+  count = min(config.report.example_images, config.num_images)
+  assert count >= 1 and len(film["id"]) == count
+  report = open(workdir / "report.md").read()
+  assert "### Example maps" in report
+  for name in markdown.image_names(film, count):
+    relative = f"figures/faithfulness_maps_{name}.png"
+    assert (workdir / relative).exists() and f"]({relative})" in report
+    # One panel row: the image, then every method's and control's map.
+    image = plt_image.imread(workdir / relative)
+    assert image.shape[1] > image.shape[0] * (len(_names(config)) + 1) / 3
 
 
 def test_rows_one_per_map_image_and_metric_with_options_recorded(run):
@@ -228,3 +245,78 @@ def test_score_batching_bounds_auto_to_one_images_copies():
   assert faithfulness.score_batching(config, options) == ("vectorized", 26)
   config.faithfulness.batch_size = 7
   assert faithfulness.score_batching(config, options) == ("vectorized", 7)
+
+
+def test_aggregate_over_faithfulness_workdirs(run, tmp_path):
+  """Two finished faithfulness jobs of a sweep (the run, as two seeds):
+  ``--config=aggregate`` merges them, means equal NumPy's, verdicts counted."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  from saliency_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from saliency_jax import sweep  # pylint: disable=g-import-not-at-top
+  config, workdir, summary = run
+  sweep_dir = tmp_path / "sweep"
+  jobs = [sweep.Job(sweep.job_name({"seed": s}), {"seed": s}) for s in (0, 1)]
+  sweep.record(str(sweep_dir), config, jobs, {"config_file": "faithfulness"})
+  for job in jobs:
+    shutil.copytree(workdir, sweep_dir / job.name,
+                    ignore=shutil.ignore_patterns("models", "maps", "figures"))
+  aggregated = config_lib.load_file("aggregate")
+  aggregated.update(sweep_dir=str(sweep_dir), bootstrap_resamples=100)
+  out = main_lib.run(aggregated, str(tmp_path / "aggregate"))
+  assert out["aggregated"] == "faithfulness"
+  rows = experiment_runs.read_results(workdir)
+  for a in out["aggregates"]:
+    values = np.array([float(r["value"]) for r in rows if r["method"] == a["method"]
+                       and r["metric"] == a["metric"]])
+    np.testing.assert_allclose(a["mean"], values[np.isfinite(values)].mean(), rtol=1e-12)
+    assert a["n"] == 2 and a["sd"] == 0.0
+  assert {(a["method"], a["metric"]) for a in out["aggregates"]} == {
+      (n, m) for n in _names(config) for m in faithfulness.METRICS}
+  counts = {v["method"]: v["counts"] for v in out["verdicts"]}
+  assert set(counts) == set(config.methods)
+  for method, verdict in summary["verdicts"].items():
+    assert counts[method][verdict] == 2
+  assert (tmp_path / "aggregate" / "report.md").exists()
+
+
+def test_two_processes_give_one_process_results(run, tmp_path):
+  """The run again in 2 JAX processes of one CPU device each: maps and
+  scores split over both; process 0 alone writes, the results are the run's."""
+  import socket  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  config, workdir, summary = run
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  scaled = tmp_path / "scaled"
+  args = [sys.executable, "-m", "saliency_jax.main",
+          f"--config={experiment_runs.config_path('faithfulness')}:quick",
+          f"--config.data_dir={config.data_dir}",
+          f"--config.model_weights={config.model_weights}",
+          f"--config.num_images={config.num_images}", f"--workdir={scaled}",
+          "--config.distributed.enabled=True",
+          f"--config.distributed.coordinator=127.0.0.1:{port}",
+          "--config.distributed.num_processes=2"]
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  procs = [subprocess.Popen(args + [f"--config.distributed.process_id={i}"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for i in range(2)]
+  outs = [p.communicate(timeout=900) for p in procs]
+  for p, (_, stderr) in zip(procs, outs):
+    assert p.returncode == 0, stderr[-4000:]
+  first, second = (sorted(results.read_rows(w / "results.csv"),
+                          key=lambda r: (r["method"], r["metric"], r["image_id"]))
+                   for w in (workdir, scaled))
+  assert [(r["method"], r["metric"], r["image_id"]) for r in first] == [
+      (r["method"], r["metric"], r["image_id"]) for r in second]
+  # Sharded programs ('dispatch' as 'scan'): equal to float32 rounding.
+  np.testing.assert_allclose([r["value"] for r in second], [r["value"] for r in first],
+                             rtol=0, atol=1e-4)
+  other = json.load(open(scaled / "summary.json"))
+  assert other["verdicts"] == summary["verdicts"]
+  assert {b["devices"] for b in other["batching"].values()} == {2}
+  assert (scaled / "report.md").exists()
+  # Process 1 wrote nothing into the workdir.
+  assert not [p for p in os.listdir(scaled) if "process" in p]
