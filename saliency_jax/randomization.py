@@ -2,7 +2,9 @@
 
 A model's state is a pytree whose top-level keys are its blocks; a model
 declares them top-down in ``model.cascade_order`` (logits first). Cascading
-randomization re-initializes the top ``k`` blocks; independent randomization
+randomization re-initializes the top ``k`` blocks; bottom-up randomization
+(Hedström et al., "Sanity checks revisited", 2023) the bottom ``k`` blocks,
+the same order walked from the input side; independent randomization
 re-initializes one block and keeps the rest trained. "Re-initialized" means
 the value that block's own initializer draws (a freshly created model with
 another key), as Adebayo et al. did; BatchNorm moving statistics stay trained
@@ -56,6 +58,14 @@ def cascade(trained: State, fresh: State, order: Sequence[str], k: int) -> State
   return select_blocks(trained, fresh, set(order[:k]))
 
 
+def bottom_up(trained: State, fresh: State, order: Sequence[str], k: int) -> State:
+  """Stage ``k`` bottom-up: the bottom ``k`` blocks of ``order`` (top-down,
+  logits first), i.e. ``order[-k:]``, re-initialized."""
+  if not 0 <= k <= len(order):
+    raise ValueError(f"bottom_up: k must lie in [0, {len(order)}], got {k}")
+  return select_blocks(trained, fresh, set(order[len(order) - k:]))
+
+
 def independent(trained: State, fresh: State, order: Sequence[str], i: int) -> State:
   """Only block ``order[i]`` re-initialized; every other block trained."""
   if not 0 <= i < len(order):
@@ -77,16 +87,21 @@ def stages(trained: State, fresh: State, order: Sequence[str], *,
   """All stages stacked, stage 0 the trained state, and the blocks of each.
 
   ``mode='cascade'``: stage k has the top k blocks re-initialized
-  (k = 0..len(order)); ``mode='independent'``: stage i >= 1 has only block
-  ``order[i-1]`` re-initialized.
+  (k = 0..len(order)); ``mode='bottom_up'``: stage k has the bottom k blocks
+  re-initialized, input side first (stage k's blocks are ``order[-k:]``,
+  listed input side first: ``order[::-1][:k]``), so the last stage is the same
+  fully re-initialized state as the cascade's; ``mode='independent'``: stage
+  i >= 1 has only block ``order[i-1]`` re-initialized.
   """
   if mode == "cascade":
     blocks = [list(order[:k]) for k in range(len(order) + 1)]
+  elif mode == "bottom_up":
+    blocks = [list(order[::-1][:k]) for k in range(len(order) + 1)]
   elif mode == "independent":
     blocks = [[]] + [[name] for name in order]
   else:
-    raise ValueError(f"config.cascade.mode={mode!r}: expected 'cascade' or "
-                     "'independent'")
+    raise ValueError(f"config.cascade.mode={mode!r}: expected 'cascade', "
+                     "'bottom_up' or 'independent'")
   return stack([select_blocks(trained, fresh, set(b)) for b in blocks]), blocks
 
 
@@ -105,8 +120,10 @@ def cascade_states(model: nnx.Module, fresh: nnx.Module, *,
     fresh: the same architecture, freshly initialized.
     order: top-level attribute names of ``model``, top-down (logits first);
       ``None``: ``model.cascade_order`` (every model of ``models`` has one).
-      A prefix of it randomizes fewer blocks.
-    mode: ``'cascade'`` or ``'independent'``, as :func:`stages`.
+      A prefix of it randomizes fewer blocks top-down; bottom-up, a suffix
+      (its input-side blocks) does.
+    mode: ``'cascade'`` (top-down), ``'bottom_up'`` or ``'independent'``, as
+      :func:`stages`.
     batch_stats: also re-initialize BatchNorm statistics (default: trained
       ones kept, as Adebayo et al.).
 

@@ -165,3 +165,63 @@ def test_cascade_states_names_what_does_not_fit(pair):
                                  order=("dense",))
   with pytest.raises(ValueError, match="order must be a non-empty sequence"):
     randomization.cascade_states(trained_model, trained_model, order="block1")
+
+
+# ------------------------------------------------------------- bottom-up ---
+
+def test_bottom_up_stage_k_changes_exactly_the_bottom_k_blocks(pair):
+  trained_model, fresh_model = pair
+  order = trained_model.cascade_order
+  trained = nnx.state(trained_model)
+  fresh = randomization.reinitialized(trained_model, fresh_model, batch_stats=True)
+  t, f = _by_block(trained), _by_block(fresh)
+  stacked, blocks = randomization.stages(trained, fresh, order, mode="bottom_up")
+  assert blocks[0] == [] and len(blocks) == len(order) + 1
+  for k in range(len(order) + 1):
+    bottom = set(order[len(order) - k:])
+    assert set(blocks[k]) == bottom and len(blocks[k]) == k
+    single = _by_block(randomization.bottom_up(trained, fresh, order, k))
+    stage = _by_block(randomization.unstack(stacked, k))
+    for name in order:
+      expected = f[name] if name in bottom else t[name]
+      assert _same(stage[name], expected) and _same(single[name], expected), (k, name)
+      if name in bottom:
+        assert not _same(stage[name], t[name])
+  # Input side first: each stage adds the next block up; the last is the cascade's.
+  assert [b[-1] for b in blocks[1:]] == list(order[::-1])
+  assert _same(jax.tree.leaves(randomization.unstack(stacked, len(order))),
+               jax.tree.leaves(randomization.cascade(trained, fresh, order, len(order))))
+
+
+def test_bottom_up_on_a_real_architectures_block_order():
+  abstract = nnx.eval_shape(lambda: models.create(
+      "densenet121", num_classes=2, in_channels=1, width=0.25, rngs=nnx.Rngs(0)))
+  order = abstract.cascade_order
+  state = nnx.state(abstract)
+  # Leaf markers instead of weights: 0 trained, 1 fresh (no arrays built).
+  trained = jax.tree.map(lambda _: 0, state)
+  fresh = jax.tree.map(lambda _: 1, state)
+  _, blocks = randomization.stages(trained, fresh, order, mode="bottom_up")
+  assert blocks[1] == [order[-1]] == ["conv1"]  # the stem, nearest the input
+  for k in (1, 3, len(order)):
+    stage = randomization.bottom_up(trained, fresh, order, k)
+    for path, leaf in jax.tree_util.tree_leaves_with_path(stage):
+      assert leaf == int(randomization._block(path) in order[len(order) - k:]), (k, path)
+
+
+def test_bottom_up_num_blocks_takes_the_input_side_blocks(pair):
+  from saliency_jax import config as config_lib
+  from saliency_jax.experiments import cascade as cascade_exp
+  trained_model, _ = pair
+  order = trained_model.cascade_order
+  config = config_lib.load_file(config_lib.CONFIGS_DIR + "/cascade.py", "quick")
+  config.model, config.width, config.cascade.num_blocks = "small_cnn", 0.125, 2
+  for mode, expected in (("bottom_up", [[], [order[-1]], [order[-1], order[-2]]]),
+                         ("cascade", [[], [order[0]], [order[0], order[1]]])):
+    config.cascade.mode = mode
+    _, blocks = cascade_exp.states(config, trained_model, in_channels=1)
+    assert blocks == expected, mode
+  with pytest.raises(ValueError, match="bottom_up: k must lie"):
+    randomization.bottom_up({}, {}, order, len(order) + 1)
+  with pytest.raises(ValueError, match="'bottom_up'"):
+    randomization.stages({}, {}, order, mode="bottom-up")

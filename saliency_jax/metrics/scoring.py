@@ -25,6 +25,7 @@ import jax
 import numpy as np
 
 from saliency_jax.metrics import localization
+from saliency_jax.metrics import randomization
 from saliency_jax.metrics import similarity
 
 # Similarity metrics computed on the host (not jittable).
@@ -39,9 +40,12 @@ _Frozen = tuple[tuple[str, Any], ...]
 
 
 def metric(name: str) -> Callable[..., Any]:
-  """The localization or similarity metric ``name`` (the registries are disjoint)."""
+  """The localization, similarity or randomization metric ``name`` (the
+  registries are disjoint)."""
   if name in localization.LOCALIZATION:
     return localization.LOCALIZATION[name]
+  if name in randomization.RANDOMIZATION:
+    return randomization.RANDOMIZATION[name]
   return similarity.SIMILARITY[name]
 
 
@@ -162,3 +166,30 @@ def similarity_scores(a: jax.Array, b: jax.Array, names: Sequence[str],
       continue
     out[name] = np.asarray(_batched_similarity(name, frozen, np.ndim(a))(a, b))
   return out
+
+
+@functools.lru_cache(maxsize=None)
+def _batched_randomization(name: str, options: _Frozen, ndim: int):
+  batched = functools.partial(randomization.RANDOMIZATION[name], **dict(options))
+  for _ in range(ndim - 2):
+    batched = jax.vmap(batched)
+  return jax.jit(batched)
+
+
+def randomization_scores(reference: jax.Array, compared: jax.Array,
+                         names: Sequence[str],
+                         options: Options | None = None) -> dict[str, np.ndarray]:
+  """Each randomization metric of ``names`` (:data:`randomization.RANDOMIZATION`,
+  e.g. ``emprt``) of maps ``compared`` (..., H, W) against ``reference``
+  (the trained model's maps, same shape), map by map.
+
+  Returns:
+    metric name -> scores of shape ``reference.shape[:-2]``.
+  """
+  _check_names("randomization_scores", names, randomization.RANDOMIZATION)
+  if np.shape(reference) != np.shape(compared) or np.ndim(reference) < 2:
+    raise ValueError(f"randomization_scores: maps must have one shape (..., H, W), "
+                     f"got {np.shape(reference)} and {np.shape(compared)}")
+  return {name: np.asarray(_batched_randomization(
+      name, _frozen(options, name), np.ndim(reference))(reference, compared))
+          for name in names}

@@ -24,6 +24,12 @@ from saliency_jax.report import run_figures
 FIGURES_DIR = "figures"
 REPORT = "report.md"
 BASELINE_SUFFIX = "_different_images"
+# Per-stage metrics of a stage's maps against the trained model's that are
+# not similarities (no baseline, higher is better): eMPRT.
+RANDOMIZATION_METRICS = ("emprt",)
+SMPRT_PREFIX = "smprt_"
+# The method column of a null baseline (experiments/cascade.py NULL_PREFIX).
+NULL_PREFIX = "null_"
 # Index of aggregates: (method, metric, stage) -> aggregate row.
 Index = dict[tuple[str, str, int], Mapping[str, Any]]
 
@@ -46,22 +52,26 @@ def write(workdir: str, config: Any, summary: Mapping[str, Any],
   labels = stage_labels(summary.get("stages") or [], summary.get("mode", "cascade"),
                         num_stages)
   methods = _methods(config, summary, examples)
+  # Null baselines are drawn and judged apart from the methods.
+  nulls = [m for m in methods if m.startswith(NULL_PREFIX)]
+  methods = [m for m in methods if m not in nulls]
   index = _index(summary.get("aggregates") or [])
   similarity, localization = _metric_names(config, summary, index)
   written = {
       "maps": _map_figures(workdir, summary, examples, images_np, methods, labels),
       "similarity": _similarity_figures(workdir, summary, index, methods,
-                                        similarity, labels),
+                                        similarity, labels, nulls),
       "localization": _localization_figures(workdir, index, methods,
                                             localization, labels),
       "distributions": _distribution_figures(workdir, methods, similarity,
                                              localization, labels),
+      "emprt": _emprt_figures(workdir, index, methods, labels),
       "training": run_figures.training_curves(
           workdir, config, {"trained": summary.get("training")}, "cascade",
           f"Training of {summary.get('model', 'the model')}"),
   }
   text = _render(config, summary, images_np, methods, labels, index,
-                similarity, localization, written)
+                similarity, localization, written, nulls)
   markdown.write_report(workdir, text)
 
 
@@ -70,7 +80,8 @@ def stage_labels(stages: Sequence[Mapping[str, Any]], mode: str,
   """Column labels: 'trained', then the block randomized at that stage.
 
   Cascade: stage k re-initializes the top k blocks, so '+<k-th block>' says
-  what changed from the column before. Independent: only that block is
+  what changed from the column before; bottom-up likewise from the input
+  side (its stages list their blocks input side first, the newest last). Independent: only that block is
   re-initialized ('only <block>').
   """
   labels = []
@@ -115,8 +126,9 @@ def _map_figures(workdir: str, summary: Mapping[str, Any],
 
 
 def _similarity_figures(workdir, summary, index: Index, methods, metrics,
-                        labels) -> list[tuple[str, str]]:
-  """Similarity to the trained model's maps per stage, with each baseline."""
+                        labels, nulls=()) -> list[tuple[str, str]]:
+  """Similarity to the trained model's maps per stage, with each baseline;
+  the null baselines as grey dashed lines."""
   out = []
   for metric in metrics:
     curves = _curves(index, methods, metric, len(labels))
@@ -127,7 +139,8 @@ def _similarity_figures(workdir, summary, index: Index, methods, metrics,
     figures.metric_vs_stage(
         os.path.join(workdir, relative), curves, labels,
         f"{metric} to the trained model's maps", baselines,
-        f"{metric} to the original maps per stage (mean, 95% CI)")
+        f"{metric} to the original maps per stage (mean, 95% CI)",
+        nulls=_curves(index, nulls, metric, len(labels)))
     out.append((f"{metric} similarity to the original maps per stage", relative))
   return out
 
@@ -182,19 +195,23 @@ def _render(config: Any, summary: Mapping[str, Any],
             images_np: Mapping[str, np.ndarray], methods: Sequence[str],
             labels: Sequence[str], index: Index, similarity: Sequence[str],
             localization: Sequence[str],
-            written: Mapping[str, list[tuple[str, str]]]) -> str:
+            written: Mapping[str, list[tuple[str, str]]],
+            nulls: Sequence[str] = ()) -> str:
   """The Markdown text of the report."""
   mode = summary.get("mode", "cascade")
-  title = "Cascading" if mode == "cascade" else "Independent"
+  title = {"cascade": "Cascading", "bottom_up": "Bottom-up"}.get(mode, "Independent")
   parts = [
       f"# {title} model-randomization test: `{summary.get('model', '?')}` on "
       f"`{summary.get('dataset', '?')}`\n",
       _what_ran(config, summary, images_np, methods, labels),
       _verdict_section(summary, methods, similarity, labels),
+      _null_section(summary, nulls, similarity, labels),
+      _emprt_section(summary, index, methods, labels),
+      _smprt_section(summary, index, methods, similarity, labels),
       _localization_section(summary, index, methods, localization, labels),
       markdown.excluded_section(markdown.excluded_lines(index), summary, methods),
       _figures_section(written),
-      _how_to_read(),
+      _how_to_read(bool(nulls), any(m.endswith("_signed") for m in similarity)),
   ]
   return "\n".join(p for p in parts if p)
 
@@ -212,6 +229,8 @@ def _what_ran(config, summary, images_np, methods, labels) -> str:
     images_line += f" ({requested} requested; the split has fewer positives)"
   mode = summary.get("mode", "cascade")
   how = ("top-down, one more block per stage" if mode == "cascade"
+         else "bottom-up, input side first, one more block per stage"
+         if mode == "bottom_up"
          else "one block at a time")
   lines = [
       "## What ran\n",
@@ -271,6 +290,30 @@ def _verdict_section(summary, methods, similarity, labels) -> str:
   return "\n".join(lines) + "\n"
 
 
+def _null_section(summary, nulls, similarity, labels) -> str:
+  """The null baselines' own verdicts, apart from the methods'."""
+  if not nulls:
+    return ""
+  verdicts = summary.get("null_verdicts") or {}
+  chosen = summary.get("verdict_metric")
+  metrics = [m for m in similarity if any(m in verdicts.get(x, {}) for x in nulls)]
+  lines = [
+      "### Null baselines\n",
+      "Maps that know nothing the test is about, judged by the same rule "
+      "(Binder et al., CVPR 2023): `null_noise` is uniform noise drawn afresh "
+      "at every stage, `null_random_cam` the GradCAM layer under fixed random "
+      "channel weights. A null that *passes* shows that passing alone proves "
+      "little: a method's verdict means more the further its curve lies "
+      "from the nulls'. They are not methods and change no method's verdict.\n",
+  ]
+  if not verdicts:
+    lines.append("No verdicts (the last stage is not a fully randomized model).\n")
+    return "\n".join(lines) + "\n"
+  lines += markdown.verdict_table(verdicts, nulls, metrics, chosen,
+                                  _final_column(summary, labels))
+  return "\n".join(lines) + "\n"
+
+
 def _localization_section(summary, index: Index, methods, metrics, labels) -> str:
   if not metrics:
     return ""
@@ -296,10 +339,83 @@ def _localization_section(summary, index: Index, methods, metrics, labels) -> st
   return "\n".join(lines)
 
 
+def _emprt_figures(workdir, index: Index, methods, labels) -> list[tuple[str, str]]:
+  """eMPRT of each stage's maps against the trained model's, per stage."""
+  curves = _curves(index, methods, "emprt", len(labels))
+  if not curves:
+    return []
+  relative = f"{FIGURES_DIR}/cascade_emprt.png"
+  figures.metric_vs_stage(
+      os.path.join(workdir, relative), curves, labels,
+      "eMPRT (relative entropy rise)", {m: 0.0 for m in curves},
+      "eMPRT per stage: relative rise of the maps' histogram entropy (mean, 95% CI)",
+      baseline_style=":", baseline_label="no change (0)")
+  return [("eMPRT of each stage's maps against the trained model's", relative)]
+
+
+def _emprt_section(summary, index: Index, methods, labels) -> str:
+  """eMPRT at the last stage (Hedström et al. 2023; Quantus' EfficientMPRT)."""
+  last = len(labels) - 1
+  rows = [(m, index.get((m, "emprt", last))) for m in methods]
+  if not any(r for _, r in rows):
+    return ""
+  options = summary.get("emprt") or {}
+  lines = ["## eMPRT\n",
+           "Efficient MPRT (Hedström et al., \"Sanity checks revisited\", "
+           "2023/2024; Quantus 0.6): the relative rise of the maps' "
+           "histogram entropy, (H(randomized) - H(trained)) / H(trained), "
+           f"{options.get('bins', 100)} equal-width bins over each map's own "
+           "min..max, computed on the post-processed maps. Higher is better: "
+           "maps of a randomized model should be noisier than the trained "
+           "model's; near 0 means the maps' complexity ignores the weights. "
+           "A constant trained map (H = 0) is undefined and excluded. Mean "
+           f"over images with a 95% bootstrap interval at the last stage "
+           f"({_final_name(summary, labels)}).\n",
+           "| Method | eMPRT | images scored |", "|---|---|---:|"]
+  for method, row in rows:
+    if row:
+      lines.append(f"| `{method}` | {markdown.interval(markdown.triple(row))} | "
+                   f"{markdown.count(row)} |")
+  return "\n".join(lines) + "\n"
+
+
+def _smprt_section(summary, index: Index, methods, similarity, labels) -> str:
+  """Each method beside its sMPRT maps (averaged over noisy inputs) at the
+  last stage, with the different-image baseline."""
+  pairs = [(m, f"{SMPRT_PREFIX}{m}") for m in methods
+           if f"{SMPRT_PREFIX}{m}" in (summary.get("smprt_methods") or [])]
+  if not pairs or not similarity:
+    return ""
+  options = summary.get("smprt") or {}
+  last = len(labels) - 1
+  lines = ["## sMPRT\n",
+           "Smooth MPRT (Hedström et al. 2023/2024; Quantus 0.6): each map "
+           f"averaged over {options.get('samples', '?')} copies of the input "
+           f"with Gaussian noise (std {options.get('noise', '?')} x the "
+           "image's range; the last copy clean) before the comparison, "
+           "which removes the shattered-gradient noise that lets noisy maps "
+           "look randomized. Similarity at the last stage "
+           f"({_final_name(summary, labels)}) to the trained model's maps, "
+           "plain and smoothed (`smprt_<method>`, also in every figure), "
+           "beside each one's different-image baseline (per-image means).\n"]
+  for metric in similarity:
+    lines += [f"### {metric}\n",
+              "| Method | plain | baseline | sMPRT | sMPRT baseline |",
+              "|---|---|---|---|---|"]
+    for method, smooth in pairs:
+      cells = [index.get((name, key, stage)) for name in (method, smooth)
+               for key, stage in ((metric, last), (metric + BASELINE_SUFFIX, 0))]
+      lines.append(f"| `{method}` | " + " | ".join(
+          markdown.interval(markdown.triple(c)) for c in cells) + " |")
+    lines.append("")
+  return "\n".join(lines)
+
+
 def _figures_section(written: Mapping[str, list[tuple[str, str]]]) -> str:
   titles = {"maps": "Maps per stage", "similarity": "Similarity per stage",
             "localization": "Localization per stage",
             "distributions": "Per-image score distributions",
+            "emprt": "eMPRT per stage",
             "training": "Training curves"}
   lines = ["## Figures\n"]
   for kind, items in written.items():
@@ -309,7 +425,20 @@ def _figures_section(written: Mapping[str, list[tuple[str, str]]]) -> str:
   return "\n".join(lines) if len(lines) > 1 else ""
 
 
-def _how_to_read() -> str:
+def _how_to_read(nulls: bool = False, signed: bool = False) -> str:
+  signed_line = (
+      "- Metrics ending in `_signed` compare the signed maps (channel sum "
+      "without |.|, divided by the largest magnitude; Adebayo et al. 2018). "
+      "Maps that are non-negative by construction (GradCAM after its ReLU, "
+      "XRAI, the controls) rank their pixels the same either way, up to the "
+      "ties of the absolute maps' 99th-percentile clip.\n" if signed else "")
+  null_line = (
+      "- Grey dashed lines are the null baselines: `null_noise`, noise drawn "
+      "afresh at every stage (near 0 after stage 0: two independent noise "
+      "maps), and `null_random_cam` (random channel weights, fixed; it moves "
+      "only with the layer's activations). A method near the nulls' lines "
+      "has maps as unrelated to the trained model's as noise; a method's "
+      "pass says little if the nulls pass too.\n" if nulls else "")
   return (
       "## How to read this\n\n"
       "- A method that explains the model must change when the model's "
@@ -322,6 +451,7 @@ def _how_to_read() -> str:
       "- Top-down randomization keeps activation scales, so noise-like maps "
       "can pass too (Binder et al., CVPR 2023): passing is necessary, not "
       "sufficient; read the verdict together with localization.\n"
+      + null_line + signed_line +
       "- Per-image scores are in `results.csv`, aggregates in `summary.json`.\n")
 
 
@@ -348,7 +478,8 @@ def _metric_names(config, summary, index: Index) -> tuple[list[str], list[str]]:
   similarity = list(dict.fromkeys(similarity))
   configured = [m for m in markdown.get(config, "localization", None) or []
                 if m in present]
-  rest = [m for m in present if m not in similarity and not m.endswith(BASELINE_SUFFIX)]
+  rest = [m for m in present if m not in similarity and not m.endswith(BASELINE_SUFFIX)
+          and m not in RANDOMIZATION_METRICS]
   return similarity, list(dict.fromkeys(configured + rest))
 
 
@@ -386,7 +517,8 @@ def _final_name(summary, labels) -> str:
   blocks = stages[-1].get("randomized_blocks") or []
   if summary.get("mode") == "independent":
     return f"only `{blocks[-1]}` re-initialized" if blocks else "the trained model"
-  return f"the top {len(blocks)} blocks re-initialized"
+  side = "bottom" if summary.get("mode") == "bottom_up" else "top"
+  return f"the {side} {len(blocks)} blocks re-initialized"
 
 
 def _block_list(blocks: Sequence[str]) -> str:
@@ -400,7 +532,7 @@ def _block_list(blocks: Sequence[str]) -> str:
 
 def _final_column(summary, labels) -> str:
   """Short column name for the last stage."""
-  if summary.get("mode", "cascade") == "cascade":
+  if summary.get("mode", "cascade") in ("cascade", "bottom_up"):
     return "fully randomized"
   return labels[-1] if labels else "last stage"
 

@@ -133,7 +133,9 @@ def metric_vs_stage(path: str,
                     baseline_style: str = "--",
                     baseline_label: str = "different-image baseline",
                     xlabel: str = "randomization stage",
-                    panels: bool | None = None) -> None:
+                    panels: bool | None = None,
+                    nulls: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+                    | None = None) -> None:
   """One line per method over the stages, a shaded 95% band, optional baselines.
 
   Adebayo et al. (2018) Fig. 4 / Arun et al. (2021): similarity to the
@@ -155,6 +157,9 @@ def metric_vs_stage(path: str,
     panels: one panel per method (shared axes) instead of one axes; None
       chooses panels beyond 4 methods, where overlapping bands and baseline
       lines stop being readable.
+    nulls: null baseline -> (mean, low, high), each (S,): grey dashed lines
+      (one grey per null, no band) in every panel, where a map that ignores
+      the model would sit (Binder et al., CVPR 2023).
   """
   num_stages = len(stage_labels)
   checked = {name: _curve(name, c, num_stages) for name, c in curves.items()}
@@ -177,6 +182,13 @@ def metric_vs_stage(path: str,
       ax.axhline(value, color=colors[name], linestyle=baseline_style, linewidth=1.2)
     if panels:
       ax.set_title(name, fontsize=_FONT + 1)
+  greys = dict(zip(nulls or {}, ("0.45", "0.7", "0.25", "0.85")))
+  for name, (mean, _, _) in ((n, _curve(n, c, num_stages))
+                             for n, c in (nulls or {}).items()):
+    for i, ax in enumerate(axes[:len(checked)] if panels else axes[:1]):
+      ax.plot(mean, color=greys.get(name, "0.5"), linestyle=(0, (4, 2)),
+              linewidth=1.3, marker=".", markersize=3,
+              label=name if i == 0 else None)
   for ax in axes[len(checked):] if panels else axes[1:]:
     ax.set_visible(False)
   if baselines:
@@ -191,8 +203,10 @@ def metric_vs_stage(path: str,
     # and it stays below the figure title (a figure legend would not).
     axes[0].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0,
                    fontsize=_FONT, frameon=False)
-  elif baselines:
-    fig.legend(handles=[axes[0].get_lines()[-1]], loc="outside upper right",
+  elif baselines or nulls:
+    handles = [line for line in axes[0].get_lines()
+               if line.get_label() in set(nulls or {}) | {baseline_label}]
+    fig.legend(handles=handles, loc="outside upper right",
                fontsize=_FONT, frameon=False)
   save(fig, path)
 

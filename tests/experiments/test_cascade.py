@@ -45,7 +45,9 @@ def test_results_are_long_format_with_every_stage_method_and_metric(run):
   assert num_stages == 6  # small_cnn: 5 blocks + the trained model
   assert summary["stages"][-1]["randomized_blocks"] == [
       "predictions", "block4", "block3", "block2", "block1"]
-  metrics = len(config.similarity) + len(config.localization)
+  # eMPRT (config.cascade.emprt, on by default): one more row per stage.
+  metrics = (len(config.similarity) + len(config.localization)
+             + int(config.cascade.emprt))
   baseline = len(config.similarity)
   assert len(rows) == len(config.methods) * n * (num_stages * metrics + baseline)
   for method in config.methods:
@@ -90,6 +92,60 @@ def test_workdir_with_other_settings_is_refused(run):
   with pytest.raises(errors.WorkdirError,
                      match=r"holds a run with other settings \(config.num_images\)"):
     main_lib.run(other, str(workdir))
+
+
+def test_bottom_up_with_emprt_and_smprt(run, tmp_path):
+  """Bottom-up stages, eMPRT rows equal to eMPRT of the saved maps, sMPRT's
+  maps as method smprt_<method>, the verdict and the report's panels."""
+  import numpy as np
+  from saliency_jax.metrics import randomization as metrics_randomization
+  config, workdir, _ = run
+  other = quick_config(config.data_dir)
+  other.trained_dir = str(workdir / "models" / "trained")
+  other.cascade.mode = "bottom_up"
+  other.methods = ("gradient",)
+  other.num_images = 3
+  other.cascade.smprt = dict(enabled=True, samples=3, noise=0.1)
+  out = tmp_path / "bottom_up"
+  summary = main_lib.run(other, str(out))
+  blocks = [s["randomized_blocks"] for s in summary["stages"]]
+  assert blocks[1] == ["block1"] and blocks[2] == ["block1", "block2"]
+  assert set(blocks[-1]) == {"predictions", "block4", "block3", "block2", "block1"}
+  # The last stage is fully random, as the cascade's: the same verdict applies.
+  assert set(summary["verdicts"]["gradient"]) == set(other.similarity)
+  assert summary["smprt_methods"] == ["smprt_gradient"]
+  rows = experiment_runs.read_results(out)
+  maps = np.load(out / "maps" / "cascade-gradient.npy")  # (S, E, H, W)
+  ids = [str(i) for i in np.load(out / "maps" / "cascade-images.npz")["id"]]
+  emprt = {(int(r["stage"]), r["image_id"]): float(r["value"]) for r in rows
+           if r["method"] == "gradient" and r["metric"] == "emprt"}
+  assert len(emprt) == len(blocks) * summary["num_images"]
+  for s in range(len(blocks)):
+    for e, image in enumerate(ids[:maps.shape[1]]):
+      expected = float(metrics_randomization.emprt(maps[0, e], maps[s, e]))
+      assert emprt[(s, image)] == pytest.approx(expected, rel=1e-5, abs=1e-6), (s, image)
+      assert s or emprt[(s, image)] == 0.0
+  smooth = [r for r in rows if r["method"] == "smprt_gradient"]
+  for metric in list(other.similarity) + ["emprt"]:
+    assert {int(r["stage"]) for r in smooth if r["metric"] == metric} == set(
+        range(len(blocks))), metric
+  assert any(r["metric"] == "ssim_different_images" for r in smooth)
+  smoothed = np.load(out / "maps" / "cascade-smprt_gradient.npy")
+  assert smoothed.shape == maps.shape and not np.allclose(smoothed, maps)
+  report = open(out / "report.md").read()
+  for text in ("# Bottom-up model-randomization test", "## eMPRT", "## sMPRT",
+               "cascade_emprt.png", "`smprt_gradient`"):
+    assert text in report, text
+  bad = quick_config(config.data_dir)
+  for key, value, match in (("mode", "bottom-up", "config.cascade.mode"),
+                            ("smprt", dict(enabled=True, samples=0, noise=0.1),
+                             "config.cascade.smprt.samples"),
+                            ("smprt", dict(enabled=True, samples=3, noise=-1.0),
+                             "config.cascade.smprt.noise")):
+    bad = quick_config(config.data_dir)
+    bad.cascade[key] = value
+    with pytest.raises(errors.ConfigError, match=match):
+      main_lib.run(bad, str(tmp_path / f"bad_{key}_{len(match)}"))
 
 
 # ---------------------------------------------------------------- at scale ---

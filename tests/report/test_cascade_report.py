@@ -258,3 +258,15 @@ def test_metric_bars_and_two_column_grid(tmp_path):
   with pytest.raises(ValueError, match="curve 'm0' must be three arrays"):
     figures.metric_vs_stage(str(tmp_path / "bad.png"), curves, stages[:2], "ssim",
                             None, "bad")
+
+
+def test_bottom_up_stage_labels_name_the_input_side_block_added():
+  report = cascade_report
+  stages = [{"stage": 0, "randomized_blocks": []},
+            {"stage": 1, "randomized_blocks": ["block1"]},
+            {"stage": 2, "randomized_blocks": ["block1", "block2"]}]
+  labels = report.stage_labels(stages, "bottom_up")
+  assert labels == ["trained", "+block1", "+block2"]
+  summary = {"mode": "bottom_up", "stages": stages}
+  assert report._final_name(summary, labels) == "the bottom 2 blocks re-initialized"
+  assert report._final_column(summary, labels) == "fully randomized"
