@@ -20,12 +20,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRESETS = {
     "aggregate": ("",),
     "benchmark": ("", "gpu", "quick", "paper", "paper_quick"),
-    "cascade": ("", "independent", "quick", "paper"),
+    "cascade": ("", "independent", "bottom_up", "quick", "paper"),
     "label_randomization": ("", "quick", "paper"),
     "faithfulness": ("", "quick", "paper"),
     "localization": ("", "quick", "paper"),
     "repeatability": ("", "quick", "paper"),
     "reproducibility": ("", "quick", "paper"),
+    "shortcut": ("", "quick"),
     "study": ("", "quick", "paper"),
     "train": ("", "quick", "randomized_labels"),
 }

@@ -30,6 +30,8 @@ from saliency_jax import progress
 
 MAX_BOXES = 4
 SPLITS = ("train", "validation", "test")
+# Per-pixel truth of a phantom beyond the box mask (stored by the TFDS build).
+PART_MASKS = ("marker_mask", "opacity_mask")
 
 # Box = where an opacity adds more than this fraction of its own peak: low
 # enough that the box holds everything a reader could see of it.
@@ -136,6 +138,9 @@ def _bilinear(table: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarr
 def _marker(size: int, rng: np.random.Generator) -> tuple[np.ndarray, int, int]:
   """A lead side marker: a saturated letter 'L' about 10% of the image tall.
 
+  Like a laterality tag, it sits in one of the four corners (uniform, from
+  ``rng``), ``margin + jitter`` pixels from both edges.
+
   Returns the letter's pixel mask and the row and column of its top-left corner.
   """
   n = max(8, int(round(size * 0.1)))
@@ -145,7 +150,10 @@ def _marker(size: int, rng: np.random.Generator) -> tuple[np.ndarray, int, int]:
   letter[n - t:, :] = True
   margin = max(1, size // 32)
   jitter = rng.integers(0, max(1, size // 32) + 1, size=2)
-  return letter, int(margin + jitter[0]), int(size - margin - n - jitter[1])
+  corner = int(rng.integers(4))  # 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right
+  row = margin + jitter[0] if corner < 2 else size - margin - n - jitter[0]
+  col = margin + jitter[1] if corner % 2 == 0 else size - margin - n - jitter[1]
+  return letter, int(row), int(col)
 
 
 # ----------------------------------------------------------------------------
@@ -320,7 +328,8 @@ def _tight_box(field: np.ndarray) -> np.ndarray:
 
 def phantom(seed: int, index: int, *, image_size: int = 128,
             prevalence: float = 0.5, shortcut: float | None = None,
-            return_parts: bool = False) -> dict[str, Any]:
+            return_parts: bool = False,
+            omit_opacity: int | None = None) -> dict[str, Any]:
   """One synthetic chest film, a pure function of ``(seed, index)`` and the options.
 
   Args:
@@ -328,16 +337,24 @@ def phantom(seed: int, index: int, *, image_size: int = 128,
     index: example index (splits use disjoint index ranges).
     image_size: height = width in pixels.
     prevalence: P(label = 1).
-    shortcut: None (no marker), or p: a bright 'L' marker sits in the top-right
-      corner iff ``label == 1`` with probability p, iff ``label == 0`` otherwise.
+    shortcut: None (no marker), or p: a bright 'L' marker (a laterality tag)
+      sits in a random corner iff ``label == 1`` with probability p, iff
+      ``label == 0`` otherwise. Which images carry it and where come from
+      the shortcut stream alone: None draws nothing and leaves the pixels
+      as they were before markers existed.
     return_parts: also return ``lung`` (bool lung fields), ``opacity_masks``
       (N, H, W) bool = where each opacity adds more than the box threshold,
       and ``marker`` (bool, whether the marker was drawn).
+    omit_opacity: draw everything (boxes, masks, random streams) but leave
+      opacity ``k`` out of the image: the same patient without that finding,
+      whose difference to the full image is what opacity ``k`` changed.
 
   Returns:
     ``image`` (H, W, 1) float32 in [0, 1], ``label`` int, ``boxes`` (N, 4)
     float32 ``(x, y, w, h)`` with N = 1..3 if positive else 0, ``mask`` (H, W)
-    bool = union of the boxes, ``id`` str.
+    bool = union of the boxes, ``marker_mask`` (H, W) bool = the pixels the
+    marker set (all False without one), ``opacity_mask`` (H, W) bool = the
+    union of ``opacity_masks``, ``id`` str.
   """
   if not 0.0 <= prevalence <= 1.0:
     raise ValueError(f"prevalence must be in [0, 1], got {prevalence}")
@@ -367,7 +384,7 @@ def phantom(seed: int, index: int, *, image_size: int = 128,
   if label:
     count = int(rngs[_FINDINGS].choice([1, 2, 3], p=[0.55, 0.3, 0.15]))
     fields = _opacities(rngs[_FINDINGS], a, count, image_size)
-    density = density + sum(fields)
+    density = density + sum(f for k, f in enumerate(fields) if k != omit_opacity)
 
   sigma = rng.uniform(0.5, 0.9) * image_size / 128
   density = ndimage.gaussian_filter(density, sigma, mode="nearest")
@@ -377,21 +394,26 @@ def phantom(seed: int, index: int, *, image_size: int = 128,
   image = np.clip((density - lo) / (hi - lo), 0.0, 1.0) ** rng.uniform(0.8, 1.25)
 
   has_marker = False
+  marker_mask = np.zeros((image_size, image_size), bool)
   if shortcut is not None:
     agree = rngs[_SHORTCUT].random() < shortcut
     has_marker = bool(label) == agree
+    # Drawn for every image, so an image's corner does not depend on p.
+    letter, r0, c0 = _marker(image_size, rngs[_SHORTCUT])
     if has_marker:
-      letter, r0, c0 = _marker(image_size, rngs[_SHORTCUT])
-      image[r0:r0 + letter.shape[0], c0:c0 + letter.shape[1]][letter] = 1.0
+      marker_mask[r0:r0 + letter.shape[0], c0:c0 + letter.shape[1]] = letter
+      image[marker_mask] = 1.0
 
   boxes = np.stack([_tight_box(f) for f in fields]) if fields else np.zeros((0, 4), np.float32)
+  opacity_masks = np.array([f > _BOX_THRESHOLD * f.max() for f in fields],
+                           bool).reshape(-1, image_size, image_size)
   out = dict(image=image.astype(np.float32)[..., None], label=label, boxes=boxes,
              mask=rasterize_boxes(boxes, len(boxes), image_size, image_size),
+             marker_mask=marker_mask, opacity_mask=opacity_masks.any(axis=0),
              id=example_id(seed, index))
   if return_parts:
     out["lung"] = a["lung_hard"]
-    out["opacity_masks"] = np.array([f > _BOX_THRESHOLD * f.max() for f in fields],
-                                    bool).reshape(-1, image_size, image_size)
+    out["opacity_masks"] = opacity_masks
     out["marker"] = has_marker
   return out
 
@@ -411,7 +433,9 @@ def stack_examples(examples: list[dict[str, Any]], *,
 
   Returns ``image`` (N, H, W, C) float32, ``label`` (N,) int32, ``boxes``
   (N, K, 4) float32, ``num_boxes`` (N,) int32, ``mask`` (N, H, W) bool,
-  ``id`` (N,) str; ``image_shape`` = (H, W, C) gives the shapes when N = 0.
+  ``id`` (N,) str, and the phantoms' ``marker_mask`` / ``opacity_mask``
+  (N, H, W) bool where every example has them; ``image_shape`` = (H, W, C)
+  gives the shapes when N = 0.
   """
   n = len(examples)
   most = max([MAX_BOXES] + [len(e["boxes"]) for e in examples])
@@ -425,8 +449,12 @@ def stack_examples(examples: list[dict[str, Any]], *,
     return dict(image=np.zeros((0, *image_shape), np.float32),
                 label=np.zeros((0,), np.int32), boxes=boxes, num_boxes=num_boxes,
                 mask=np.zeros((0, *image_shape[:2]), bool), id=np.zeros((0,), str))
-  return dict(image=np.stack([e["image"] for e in examples]).astype(np.float32),
-              label=np.array([e["label"] for e in examples], np.int32),
-              boxes=boxes, num_boxes=num_boxes,
-              mask=np.stack([e["mask"] for e in examples]).astype(bool),
-              id=np.array([e["id"] for e in examples], dtype=str))
+  out = dict(image=np.stack([e["image"] for e in examples]).astype(np.float32),
+             label=np.array([e["label"] for e in examples], np.int32),
+             boxes=boxes, num_boxes=num_boxes,
+             mask=np.stack([e["mask"] for e in examples]).astype(bool),
+             id=np.array([e["id"] for e in examples], dtype=str))
+  for field in PART_MASKS:
+    if all(field in e for e in examples):
+      out[field] = np.stack([e[field] for e in examples]).astype(bool)
+  return out

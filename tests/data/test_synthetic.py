@@ -116,8 +116,102 @@ def test_shortcut_marker_follows_the_label(p):
     assert changed.any() == e["marker"]
     if e["marker"]:
       rows, cols, _ = np.nonzero(changed)
-      assert rows.max() < SIZE // 4 and cols.min() >= SIZE * 3 // 4  # top-right corner
+      # In one corner: inside a quarter of the image from two edges.
+      assert rows.max() < SIZE // 4 or rows.min() >= SIZE * 3 // 4
+      assert cols.max() < SIZE // 4 or cols.min() >= SIZE * 3 // 4
       assert (e["image"][changed] == 1.0).sum() >= 8  # a bright letter, not one pixel
+
+
+def test_marker_mask_is_exactly_the_pixels_the_marker_changed():
+  drawn = 0
+  for index in range(24):
+    e = synthetic.phantom(8, index, image_size=48, shortcut=0.9)
+    plain = synthetic.phantom(8, index, image_size=48)
+    changed = (e["image"] != plain["image"])[..., 0]
+    np.testing.assert_array_equal(e["marker_mask"], changed)
+    assert not plain["marker_mask"].any()
+    assert (e["image"][..., 0][e["marker_mask"]] == 1.0).all()
+    drawn += e["marker_mask"].any()
+  assert 0 < drawn < 24
+
+
+def _corner(marker_mask: np.ndarray) -> int:
+  """0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right (by the centre)."""
+  rows, cols = np.nonzero(marker_mask)
+  half = marker_mask.shape[0] / 2
+  return 2 * int(rows.mean() > half) + int(cols.mean() > half)
+
+
+def test_marker_lands_in_every_corner_and_is_deterministic():
+  corners = []
+  for index in range(40):
+    e = synthetic.phantom(9, index, image_size=SIZE, shortcut=1.0, prevalence=1.0)
+    again = synthetic.phantom(9, index, image_size=SIZE, shortcut=1.0, prevalence=1.0)
+    np.testing.assert_array_equal(e["marker_mask"], again["marker_mask"])
+    np.testing.assert_array_equal(e["image"], again["image"])
+    corners.append(_corner(e["marker_mask"]))
+    # The corner is the image's, not the rate's: the reversed association
+    # marks the same patient's negative twin in the same place.
+    flipped = synthetic.phantom(9, index, image_size=SIZE, shortcut=0.0, prevalence=0.0)
+    np.testing.assert_array_equal(flipped["marker_mask"], e["marker_mask"])
+  assert set(corners) == {0, 1, 2, 3}
+
+
+def test_opacity_masks_match_what_each_opacity_changes():
+  # Each opacity's mask against the same film rendered without that finding:
+  # the image changes most inside the mask and little outside it.
+  checked = 0
+  for index in range(12):
+    e = synthetic.phantom(10, index, image_size=SIZE, prevalence=1.0, return_parts=True)
+    np.testing.assert_array_equal(e["opacity_mask"], e["opacity_masks"].any(axis=0))
+    assert e["mask"][e["opacity_mask"]].all()  # inside the boxes
+    for k, own in enumerate(e["opacity_masks"]):
+      without = synthetic.phantom(10, index, image_size=SIZE, prevalence=1.0,
+                                  omit_opacity=k)
+      np.testing.assert_array_equal(without["opacity_mask"], e["opacity_mask"])
+      diff = (e["image"] - without["image"])[..., 0]
+      assert (diff >= -1e-6).all()  # an opacity only adds density
+      others = e["opacity_masks"][np.arange(len(e["opacity_masks"])) != k].any(axis=0)
+      assert diff[~own & ~others].max() < 0.03
+      assert np.median(diff[own]) > 0.02
+      assert diff.max() == diff[own].max()  # the peak change is inside
+      checked += 1
+  assert checked >= 12
+
+
+def test_negatives_have_no_opacity_mask():
+  for index in range(6):
+    e = synthetic.phantom(10, index, image_size=SIZE, prevalence=0.0)
+    assert not e["opacity_mask"].any() and not e["mask"].any()
+
+
+# The default data (no shortcut) at version 1.0.0 of the build: seed 11,
+# 48 px: (label, sum of pixels, sum of pixels x column, boxes).
+_DEFAULT_DATA = [
+    (1, 815.6301379850092, 20216.921426200195, [[31.0, 22.0, 7.0, 5.0]]),
+    (1, 1005.8447958175093, 22596.651930116583, [[14.0, 15.0, 5.0, 5.0]]),
+    (0, 1135.002791008359, 26482.31435962973, []),
+    (0, 1207.4178080201964, 28391.689788706542, []),
+]
+
+
+def test_default_data_is_unchanged_by_the_marker_options():
+  for index, (label, total, moment, boxes) in enumerate(_DEFAULT_DATA):
+    e = synthetic.phantom(11, index, image_size=48)
+    image = e["image"][..., 0].astype(np.float64)
+    assert e["label"] == label
+    np.testing.assert_allclose(image.sum(), total, rtol=1e-9)
+    np.testing.assert_allclose((image * np.arange(48)).sum(), moment, rtol=1e-9)
+    np.testing.assert_array_equal(e["boxes"].reshape(-1, 4), np.reshape(boxes, (-1, 4)))
+    assert not e["marker_mask"].any()
+
+
+def test_stacked_examples_carry_the_part_masks():
+  batch = synthetic.generate(8, 0, 5, image_size=48, shortcut=1.0)
+  for row in range(5):
+    e = synthetic.phantom(8, row, image_size=48, shortcut=1.0)
+    np.testing.assert_array_equal(batch["marker_mask"][row], e["marker_mask"])
+    np.testing.assert_array_equal(batch["opacity_mask"][row], e["opacity_mask"])
 
 
 def test_split_ranges_are_disjoint_and_contiguous():

@@ -82,8 +82,13 @@ class SyntheticCxr(tfds.core.GeneratorBasedBuilder):
   """Procedural frontal chest films; positives carry 1-3 boxed lung opacities."""
 
   # Bump when `synthetic.phantom` changes its output, so stale caches are not reused.
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "First release."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {
+      "1.0.0": "First release.",
+      "1.1.0": ("The shortcut marker sits in a random corner (was: top right); "
+                "features marker_mask and opacity_mask. Data without the "
+                "shortcut is unchanged."),
+  }
   BUILDER_CONFIGS = [_DEFAULT]
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -94,13 +99,17 @@ class SyntheticCxr(tfds.core.GeneratorBasedBuilder):
         description=(
             "Synthetic frontal chest radiographs (saliency_jax.data.synthetic). "
             "Boxes are (x, y, width, height) in pixels, (x, y) the top-left corner; "
-            "mask is the union of the boxes. Splits are disjoint index ranges "
+            "mask is the union of the boxes; marker_mask the pixels the shortcut "
+            "marker set (all False without one); opacity_mask the union of the "
+            "opacities' own masks. Splits are disjoint index ranges "
             f"(train, validation, test) of one seed. Parameters: {json.dumps(params)}"),
         features=tfds.features.FeaturesDict({
             "image": tfds.features.Tensor(shape=(size, size, 1), dtype=np.float32),
             "label": tfds.features.ClassLabel(names=["normal", "opacity"]),
             "boxes": tfds.features.Tensor(shape=(None, 4), dtype=np.float32),
             "mask": tfds.features.Tensor(shape=(size, size), dtype=np.bool_),
+            "marker_mask": tfds.features.Tensor(shape=(size, size), dtype=np.bool_),
+            "opacity_mask": tfds.features.Tensor(shape=(size, size), dtype=np.bool_),
             "id": tfds.features.Text(),
         }),
         metadata=tfds.core.MetadataDict(generator=params),
@@ -123,4 +132,5 @@ class SyntheticCxr(tfds.core.GeneratorBasedBuilder):
                             prevalence=c.prevalence, shortcut=c.shortcut)
       # Integer keys: with disable_shuffling, records are stored in key order.
       yield index, dict(image=e["image"], label=e["label"], boxes=e["boxes"],
-                        mask=e["mask"], id=e["id"])
+                        mask=e["mask"], marker_mask=e["marker_mask"],
+                        opacity_mask=e["opacity_mask"], id=e["id"])
