@@ -216,8 +216,10 @@ def study_config() -> ml_collections.ConfigDict:
   # Also compared on the signed maps (channel sum, no |.|; Adebayo et al.
   # 2018), written as '<metric>_signed'; some of SIGNED_SIMILARITY.
   c.signed_similarity = ()
-  # Null maps put through the cascade's stages and comparisons beside the
-  # methods ('null_<name>' rows; Binder et al. 2023); some of NULL_BASELINES.
+  # Null maps put through a randomization test's model states and
+  # comparisons beside the methods ('null_<name>' rows; Binder et al. 2023);
+  # some of NULL_BASELINES. configs/cascade.py and label_randomization.py
+  # turn both on.
   c.null_baselines = ()
   c.localization = ("auprc", "dice", "soft_dice", "pointing_game",
                     "relevance_mass_accuracy")
@@ -874,8 +876,9 @@ SIGNED_SIMILARITY = ("spearman", "pearson")
 # config.null_baselines: uniform noise drawn afresh at every stage, and
 # RandomCAM (random channel weights, fixed; the activations change).
 NULL_BASELINES = ("noise", "random_cam")
-# Experiments that draw config.null_baselines (a study through its cascade).
-NULL_EXPERIMENTS = ("cascade", "study")
+# Experiments that draw config.null_baselines (a study through its cascade
+# and label randomization).
+NULL_EXPERIMENTS = ("cascade", "label_randomization", "study")
 
 
 def _check_signed_and_nulls(config: ml_collections.ConfigDict) -> None:
@@ -897,8 +900,9 @@ def _check_signed_and_nulls(config: ml_collections.ConfigDict) -> None:
         f"{COMPARING_EXPERIMENTS}")
   if config.get("null_baselines") and config.experiment not in NULL_EXPERIMENTS:
     raise errors.ConfigError(
-        f"config.null_baselines={tuple(config.null_baselines)}: only the cascade "
-        f"experiment draws null baselines; expected () for {config.experiment!r}")
+        f"config.null_baselines={tuple(config.null_baselines)}: only the "
+        f"randomization tests draw null baselines ({', '.join(NULL_EXPERIMENTS)}); "
+        f"expected () for {config.experiment!r}")
 
 
 SHARD_OVER = ("auto", "images", "states", "samples", "none")

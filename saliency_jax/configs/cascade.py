@@ -27,6 +27,10 @@ from saliency_jax import config as config_lib
 def get_config(arg: str | None = None):
   c = config_lib.study_config()
   c.experiment = "cascade"
+  # Null baselines through the same stages and comparisons, drawn on every
+  # similarity figure and judged apart (Binder et al. 2023): uniform noise
+  # drawn afresh per stage, and RandomCAM. () to leave them out.
+  c.null_baselines = ("noise", "random_cam")
   c.cascade = ml_collections.ConfigDict(dict(
       # 'cascade' (top-down, logits first), 'bottom_up' (input side first,
       # Hedström et al. 2023) or 'independent' (one block at a time).

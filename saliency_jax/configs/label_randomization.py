@@ -33,6 +33,10 @@ from saliency_jax import config as config_lib
 def get_config(arg: str | None = None):
   c = config_lib.study_config()
   c.experiment = "label_randomization"
+  # Null baselines through both models and the comparison, judged apart
+  # (Binder et al. 2023): uniform noise drawn afresh per model (its maps of
+  # the two models are independent), and RandomCAM. () to leave them out.
+  c.null_baselines = ("noise", "random_cam")
   c.label_randomization = ml_collections.ConfigDict(dict(
       # Memorized: accuracy on the permuted training labels (eval mode).
       target_train_accuracy=0.95,

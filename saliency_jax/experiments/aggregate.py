@@ -203,15 +203,20 @@ def job_verdicts(summaries: Mapping[str, Mapping[str, Any]]
   randomization and agreement tests, the verdict metric's ``similarity`` and
   ``baseline`` means, from one job's summaries (test -> summary.json).
   A test without a ``verdict_metric`` (localization, faithfulness) gives one
-  word per method."""
+  word per method. The null baselines' verdicts (``null_verdicts``, e.g.
+  ``null_noise``) come with ``null: True``, never counted as methods."""
   out = {}
   for test, summary in summaries.items():
     metric = summary.get("verdict_metric")
     words = (study.verdicts_of(test, summary) if metric is not None
              else dict(summary.get("verdicts") or {}))
-    for method, verdict in words.items():
-      entry: dict[str, Any] = {"verdict": verdict}
-      detail = (summary.get("verdicts") or {}).get(method)
+    nulls = (study.verdicts_of(test, {"verdict_metric": metric,
+                                      "verdicts": summary.get("null_verdicts") or {}})
+             if metric is not None else {})
+    for method, verdict in [*words.items(), *nulls.items()]:
+      entry: dict[str, Any] = {"verdict": verdict, "null": method in nulls}
+      detail = (summary.get("null_verdicts" if method in nulls else "verdicts")
+                or {}).get(method)
       if isinstance(detail, Mapping) and isinstance(detail.get(metric), Mapping):
         entry.update(metric=metric,
                      similarity=_first(detail[metric].get("similarity")),
@@ -229,7 +234,8 @@ def verdict_counts(verdicts_by_job: Mapping[str, Mapping[tuple[str, str], dict[s
                    num_resamples: int) -> list[dict[str, Any]]:
   """Per condition, test and method: how many jobs PASS, FAIL, are INVALID or
   not judged, each job's verdict, and the verdict metric's similarity and
-  baseline across jobs (:func:`spread`)."""
+  baseline across jobs (:func:`spread`); ``null`` marks a null baseline's row
+  (listed apart from the methods')."""
   groups: dict[tuple, dict[str, dict[str, Any]]] = collections.defaultdict(dict)
   for job, verdicts in verdicts_by_job.items():
     for (test, method), entry in verdicts.items():
@@ -240,7 +246,8 @@ def verdict_counts(verdicts_by_job: Mapping[str, Mapping[tuple[str, str], dict[s
     counts = collections.Counter(words.values())
     row = {"condition": condition_, "experiment": test, "method": method,
            "counts": {w: counts[w] for w in VERDICTS + (NOT_JUDGED,)},
-           "per_job": words}
+           "per_job": words,
+           "null": any(e.get("null", False) for e in by_job.values())}
     metrics = {e.get("metric") for e in by_job.values()} - {None}
     if len(metrics) == 1:
       row["metric"] = metrics.pop()

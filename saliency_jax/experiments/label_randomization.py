@@ -27,6 +27,15 @@ with both); both use the same images and the same noise key per method.
 Rows: localization at stage 0 (trained model) and stage 1 (randomized-label
 model); similarity between the two models' maps at stage 1; the
 different-image baseline of the trained model at stage 0, as in the cascade.
+
+Null baselines (``config.null_baselines``, as in the cascade; Binder et al.,
+CVPR 2023) go through both models and the same comparison as methods named
+``null_<name>``, after the methods (whose noise keys they leave unchanged),
+with their own verdicts (``summary['null_verdicts']``), never among the
+methods': ``null_noise`` is uniform noise drawn with a fresh key per model,
+so its similarity is that of two independent noise maps (about 0);
+``null_random_cam`` is RandomCAM with the same random channel weights for
+both models, so it changes only as the GradCAM layer's activations do.
 """
 
 from __future__ import annotations
@@ -51,6 +60,7 @@ from saliency_jax import rng
 from saliency_jax import saliency
 from saliency_jax import train
 from saliency_jax import workdir as workdir_lib
+from saliency_jax.experiments import cascade
 from saliency_jax.experiments import common
 from saliency_jax.experiments import runner
 from saliency_jax.metrics import stats
@@ -93,10 +103,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                               model=config.model, seed=config.seed, stage=stage)
             for stage, (name, model) in enumerate((("trained", trained),
                                                    (TAG, randomized)))]
-  # Each model explains its own predicted class, with the same noise key.
-  outcome = runner.run_methods(config, workdir, experiment=EXPERIMENT,
-                               images_np=images_np, states=states,
-                               comparisons=[runner.Comparison(1, 0)])
+  # Each model explains its own predicted class, with the same noise key;
+  # the noise null alone draws a fresh key per model.
+  outcome = runner.run_methods(
+      config, workdir, experiment=EXPERIMENT, images_np=images_np, states=states,
+      comparisons=[runner.Comparison(1, 0)],
+      names=list(config.methods) + cascade.null_names(config),
+      method_for=lambda name: _method_for(config, name),
+      key_per_state=[f"{cascade.NULL_PREFIX}noise"])
   explained = {s.name: np.bincount(t, minlength=config.num_classes).tolist()
                for s, t in zip(states, outcome.targets)}
   summary = _summarize(config, workdir, outcome, training, memorization, explained,
@@ -105,6 +119,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   label_randomization_report.write(workdir, config, summary, outcome.examples,
                                    images_np)
   return summary
+
+
+def _method_for(config: ml_collections.ConfigDict, name: str
+                ) -> tuple[str, dict[str, Any]]:
+  """(method, hyper-parameters) of a method or a null baseline (``null_<name>``:
+  :data:`cascade.NULL_METHODS`, without hyper-parameters)."""
+  if name.startswith(cascade.NULL_PREFIX):
+    return cascade.NULL_METHODS[name[len(cascade.NULL_PREFIX):]], {}
+  return name, common.method_hparams(config, name)
 
 
 # ------------------------------------------------------------ memorizing ---
@@ -249,6 +272,7 @@ def _summarize(config, workdir, outcome, training, memorization, explained,
                num_images) -> dict[str, Any]:
   seed = rng.integer_seed(config.seed, rng.STATS)
   rows = outcome.rows
+  metrics = runner.similarity_names(config)
 
   def scores(method, metric):
     return (results.values(rows, method=method, metric=metric, stage=1),
@@ -263,7 +287,13 @@ def _summarize(config, workdir, outcome, training, memorization, explained,
       "explained_classes": explained,
       "verdict_metric": config.verdict_metric,
       "verdicts": runner.verdicts(config, outcome, scores, expect="below",
-                                  rule="mean"),
+                                  rule="mean", metrics=metrics),
+      # The nulls' own verdicts, apart: independent noise is expected to
+      # pass, which shows how little passing alone proves (Binder et al. 2023).
+      "null_baselines": cascade.null_names(config),
+      "null_verdicts": runner.verdicts(config, outcome, scores, expect="below",
+                                       rule="mean", names=cascade.null_names(config),
+                                       metrics=metrics),
       "localization_difference": {
           metric: localization_difference(
               {m: results.values(rows, method=m, metric=metric, stage=0)

@@ -61,7 +61,7 @@ def verdicts_of(test: str, summary: dict[str, Any]) -> dict[str, str | None]:
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Runs ``config.study.tests`` in order; writes the combined table."""
-  results = {}
+  results, null_results = {}, {}
   for test in config.study.tests:
     sub = ml_collections.ConfigDict(config.to_dict())
     sub.experiment = test
@@ -70,16 +70,25 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     logging.info("study: running %s", test)
     summary = _module(test)[1](sub, os.path.join(workdir, test))
     results[test] = verdicts_of(test, summary)
+    # The randomization tests' null baselines (config.null_baselines): their
+    # own rows, never among the methods'.
+    null_results[test] = verdicts_of(test, {
+        "verdict_metric": summary.get("verdict_metric"),
+        "verdicts": summary.get("null_verdicts") or {}})
   table = {m: {t: results[t].get(m) for t in config.study.tests}
            for m in config.methods}
+  nulls = list(dict.fromkeys(n for t in config.study.tests for n in null_results[t]))
+  null_table = {n: {t: null_results[t].get(n) for t in config.study.tests}
+                for n in nulls}
   summary = {"experiment": "study", "tests": list(config.study.tests),
-             "verdicts": table}
+             "verdicts": table, "null_verdicts": null_table}
   io_utils.write_json(os.path.join(workdir, "summary.json"), summary)
-  markdown.write_report(workdir, _report(config, table))
+  markdown.write_report(workdir, _report(config, table, null_table))
   return summary
 
 
-def _report(config, table: dict[str, dict[str, bool | None]]) -> str:
+def _report(config, table: dict[str, dict[str, bool | None]],
+            null_table: dict[str, dict[str, bool | None]] | None = None) -> str:
   tests = list(config.study.tests)
   lines = [
       f"# Saliency study: `{config.model}` on `{config.dataset}`", "",
@@ -92,5 +101,17 @@ def _report(config, table: dict[str, dict[str, bool | None]]) -> str:
   ]
   for method, row in table.items():
     lines.append(f"| `{method}` | " + " | ".join((row[t] or "n/a") for t in tests) + " |")
+  if null_table:
+    lines += ["", "## Null baselines", "",
+              "Maps that know nothing the tests are about (`null_noise`: noise "
+              "drawn afresh per model; `null_random_cam`: random channel "
+              "weights), judged by each randomization test's rule (Binder et "
+              "al., CVPR 2023). They are not methods: a method's pass means "
+              "more where the nulls fail.", "",
+              "| Null baseline | " + " | ".join(_TITLES[t] for t in tests) + " |",
+              "|---|" + "---|" * len(tests)]
+    for null, row in null_table.items():
+      lines.append(f"| `{null}` | " + " | ".join((row[t] or "n/a") for t in tests)
+                   + " |")
   return "\n".join(lines) + "\n"
 

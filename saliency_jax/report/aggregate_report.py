@@ -29,6 +29,8 @@ ALL = "all jobs"  # the condition of a sweep over replicate keys only
 # The different-image baseline's metric suffix (experiments/runner.py; not
 # imported: it brings JAX and the data pipeline).
 BASELINE_SUFFIX = "_different_images"
+# A null baseline's method column (experiments/cascade.py NULL_PREFIX).
+NULL_PREFIX = cascade_report.NULL_PREFIX
 
 Group = dict[tuple[str, str], list[Mapping[str, Any]]]
 
@@ -100,13 +102,29 @@ def _what_ran(config, summary) -> str:
 
 
 def _verdict_section(summary) -> str:
-  rows = summary.get("verdicts") or []
-  if not rows:
+  every = summary.get("verdicts") or []
+  rows = [r for r in every if not r.get("null")]
+  nulls = [r for r in every if r.get("null")]
+  if not every:
     return ""
   lines = ["## Verdicts across seeds\n",
            "How many seeds (jobs) each method passes, per test; the similarity "
-           "columns are the verdict metric's means across seeds (mean ± SD).\n",
-           "| Condition | Test | Method | PASS | FAIL | INVALID | not judged | "
+           "columns are the verdict metric's means across seeds (mean ± SD).\n"]
+  lines += _verdict_rows(rows)
+  if nulls:
+    lines += ["\n### Null baselines\n",
+              "Maps that know nothing the test is about (`null_noise`: noise "
+              "drawn afresh per model state; `null_random_cam`: random channel "
+              "weights), judged by the same rule (Binder et al., CVPR 2023); "
+              "not methods, not counted above. A method's passes mean more the "
+              "further its similarity lies from the nulls'.\n"]
+    lines += _verdict_rows(nulls)
+  return "\n".join(lines) + "\n"
+
+
+def _verdict_rows(rows) -> list[str]:
+  """The verdict count table of ``rows`` (``aggregate.verdict_counts``)."""
+  lines = ["| Condition | Test | Method | PASS | FAIL | INVALID | not judged | "
            "Similarity | Baseline | Per seed |",
            "|---|---|---|---|---|---|---|---|---|---|"]
   for row in rows:
@@ -120,7 +138,7 @@ def _verdict_section(summary) -> str:
         f"{mean_sd(similarity['mean'], similarity['sd']) + metric if similarity else 'n/a'}"
         f" | {mean_sd(baseline['mean'], baseline['sd']) if baseline else 'n/a'} | "
         f"{per_job} |")
-  return "\n".join(lines) + "\n"
+  return lines
 
 
 def _shown_stages(rows: Sequence[Mapping[str, Any]]) -> list[int]:
@@ -219,11 +237,13 @@ def _stage_figures(workdir, summary, cond, test, rows, stages, name
   methods = list(dict.fromkeys(_label(r, rows) for r in rows))
   out = []
   for metric in metrics:
-    curves = {}
+    curves, nulls = {}, {}
     for method in methods:
       band = [_band(index.get((method, metric, s))) for s in stages]
       if any(np.isfinite(b[0]) for b in band):
-        curves[method] = tuple(np.array(c) for c in zip(*band))
+        # Null baselines: grey dashed lines, not method curves.
+        (nulls if method.startswith(NULL_PREFIX) else curves)[method] = tuple(
+            np.array(c) for c in zip(*band))
     if not curves:
       continue
     baselines = {m: _band(index.get((m, f"{metric}{BASELINE_SUFFIX}", stages[0])))[0]
@@ -232,7 +252,8 @@ def _stage_figures(workdir, summary, cond, test, rows, stages, name
     figures.metric_vs_stage(
         os.path.join(workdir, relative), curves, labels, metric,
         {m: v for m, v in baselines.items() if np.isfinite(v)} or None,
-        f"{test} ({_name(cond)}): {metric} per stage, mean ± SD over {_seeds(rows)} seeds")
+        f"{test} ({_name(cond)}): {metric} per stage, mean ± SD over {_seeds(rows)} seeds",
+        nulls=nulls or None)
     out.append((f"{test} {metric} per stage ({_name(cond)})", relative))
   return out
 

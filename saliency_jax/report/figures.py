@@ -20,6 +20,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib import patches
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from saliency_jax import io_utils
 
@@ -405,7 +406,8 @@ def score_distributions(path: str, rows: Sequence[Mapping[str, object]], *,
                         metrics: Sequence[str], methods: Sequence[str],
                         groups: Mapping[str, Mapping[str, object]
                                         | Sequence[Mapping[str, object]]] | None = None,
-                        title: str, ylabel: str = "per-image score") -> int:
+                        title: str, ylabel: str = "per-image score",
+                        nulls: Mapping[str, Mapping[str, float]] | None = None) -> int:
   """Per-image scores as box plots: one panel per metric, x = methods.
 
   What the means and intervals of the tables hide: the spread over images,
@@ -426,11 +428,16 @@ def score_distributions(path: str, rows: Sequence[Mapping[str, object]], *,
       group, every row of the panel's metric.
     title: figure title.
     ylabel: y axis label.
+    nulls: metric -> null baseline -> its mean: one grey dashed horizontal
+      line per null in that metric's panel (where a map that ignores model
+      and image sits), as :func:`metric_vs_stage` draws them.
 
   Returns:
     The number of panels drawn (0: no finite value at all, nothing written).
   """
   groups = dict(groups or {"": {}})
+  null_names = list(dict.fromkeys(n for by in (nulls or {}).values() for n in by))
+  greys = dict(zip(null_names, ("0.45", "0.7", "0.25", "0.85")))
   panels = {}
   for metric in metrics:
     values = {(g, m): _group_values(rows, metric, m, where)
@@ -468,14 +475,21 @@ def score_distributions(path: str, rows: Sequence[Mapping[str, object]], *,
     ax.set_xticks(np.arange(len(methods)), list(methods), rotation=30, ha="right",
                   rotation_mode="anchor", fontsize=_FONT)
     ax.set_xlim(-0.6, len(methods) - 0.4)
+    for name, value in (nulls or {}).get(metric, {}).items():
+      if value is not None and np.isfinite(value):
+        ax.axhline(value, color=greys[name], linestyle=(0, (4, 2)), linewidth=1.3,
+                   label=name)
     ax.set_title(metric, fontsize=_FONT + 1)
     ax.set_ylabel(ylabel, fontsize=_FONT)
     ax.tick_params(axis="y", labelsize=_FONT - 1)
     ax.grid(axis="y", alpha=0.3)
   for ax in axes[len(panels):]:
     ax.set_visible(False)
-  if len(groups) > 1:
-    handles = [patches.Patch(facecolor=colors[g], alpha=0.5, label=g) for g in groups]
+  handles = ([patches.Patch(facecolor=colors[g], alpha=0.5, label=g) for g in groups]
+             if len(groups) > 1 else [])
+  handles += [Line2D([], [], color=greys[n], linestyle=(0, (4, 2)), label=n)
+              for n in null_names]
+  if handles:
     fig.legend(handles=handles, loc="outside right upper", fontsize=_FONT,
                frameon=False)
   fig.suptitle(title, fontsize=_FONT + 2)

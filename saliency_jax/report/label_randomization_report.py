@@ -39,12 +39,15 @@ def write(workdir: str, config: Any, summary: Mapping[str, Any],
       labels) of the first E evaluation images.
     images_np: the evaluation images (``image``, ``boxes``, ``num_boxes``, ``id``).
   """
-  methods = list(summary.get("methods") or [])
+  # Null baselines are drawn and judged apart from the methods.
+  nulls = list(summary.get("null_baselines") or [])
+  methods = [m for m in summary.get("methods") or [] if m not in nulls]
   index = markdown.index(summary.get("aggregates") or [])
   written = {
       "difference": _difference_figure(workdir, summary, methods),
       "maps": _map_figures(workdir, summary, examples, images_np, methods),
-      "distributions": _distribution_figures(workdir, summary, methods),
+      "distributions": _distribution_figures(workdir, summary, methods, index,
+                                             nulls),
       "training": run_figures.training_curves(
           workdir, config, {COLUMNS[0]: summary.get("training"),
                             COLUMNS[1]: (summary.get("memorization") or {}).get(
@@ -59,6 +62,7 @@ def write(workdir: str, config: Any, summary: Mapping[str, Any],
       _what_ran(config, summary, methods),
       _memorization_section(summary),
       _verdict_section(summary, methods),
+      _null_section(summary, nulls),
       _localization_section(summary, index, methods),
       markdown.excluded_section(markdown.excluded_lines(index), summary, methods),
       markdown.figures_section(written, {
@@ -66,7 +70,7 @@ def write(workdir: str, config: Any, summary: Mapping[str, Any],
           "maps": "Maps of both models",
           "distributions": "Per-image score distributions",
           "training": "Training curves"}),
-      _how_to_read(),
+      _how_to_read(bool(nulls)),
   ]
   markdown.write_report(workdir, "\n".join(p for p in parts if p))
 
@@ -90,9 +94,11 @@ def _difference_figure(workdir, summary, methods) -> list[tuple[str, str]]:
            "model's", relative)]
 
 
-def _distribution_figures(workdir, summary, methods) -> list[tuple[str, str]]:
+def _distribution_figures(workdir, summary, methods, index=None, nulls=()
+                          ) -> list[tuple[str, str]]:
   """Per-image boxes: both models' localization; the randomized-label
-  model's similarity to the trained one's maps beside the baseline."""
+  model's similarity to the trained one's maps beside the baseline, the
+  null baselines' mean similarities as grey dashed lines."""
   rows = [r for r in run_figures.result_rows(workdir)
           if r["experiment"] == "label_randomization"]
   return run_figures.score_distributions(
@@ -105,11 +111,29 @@ def _distribution_figures(workdir, summary, methods) -> list[tuple[str, str]]:
       workdir, rows, name="label_randomization_similarity",
       caption="Similarity per image: randomized-label vs trained model's maps, "
               "and the different-image baseline",
-      metrics=summary.get("similarity") or [], methods=methods,
+      metrics=similarity_names(summary), methods=methods,
       groups={"randomized labels vs trained": {"stage": 1},
               "different images (baseline)": {
                   "metric": "{metric}_different_images", "stage": 0}},
-      title="Similarity per image (boxes: quartiles; dots: images)")
+      title="Similarity per image (boxes: quartiles; dots: images)",
+      nulls=null_means(index or {}, nulls, similarity_names(summary)))
+
+
+def null_means(index, nulls, metrics) -> dict[str, dict[str, float]]:
+  """metric -> null baseline -> its mean similarity of the two models' maps
+  (stage 1), from the aggregates' ``index`` (:func:`markdown.index`)."""
+  out = {}
+  for metric in metrics:
+    means = {n: markdown.triple(index.get((n, metric, 1)))[0] for n in nulls}
+    out[metric] = {n: v for n, v in means.items() if np.isfinite(v)}
+  return out
+
+
+def similarity_names(summary) -> list[str]:
+  """The similarity metrics of the rows: ``similarity``, then ``<metric>_signed``
+  of ``signed_similarity`` (runner.similarity_names)."""
+  return (list(summary.get("similarity") or [])
+          + [f"{m}_signed" for m in summary.get("signed_similarity") or []])
 
 
 def _map_figures(workdir, summary, examples, images_np, methods
@@ -212,7 +236,7 @@ def _memorization_section(summary) -> str:
 def _verdict_section(summary, methods) -> str:
   verdicts = summary.get("verdicts") or {}
   chosen = summary.get("verdict_metric")
-  metrics = [m for m in summary.get("similarity") or []
+  metrics = [m for m in similarity_names(summary)
              if any(m in verdicts.get(x, {}) for x in methods)]
   lines = [
       "## Verdict\n",
@@ -228,6 +252,29 @@ def _verdict_section(summary, methods) -> str:
                                   "trained vs randomized labels")
   if chosen not in metrics:
     lines.append(f"\n`verdict_metric` = `{chosen}` was not computed: no verdict.")
+  return "\n".join(lines) + "\n"
+
+
+def _null_section(summary, nulls) -> str:
+  """The null baselines' own verdicts, apart from the methods'."""
+  if not nulls:
+    return ""
+  verdicts = summary.get("null_verdicts") or {}
+  chosen = summary.get("verdict_metric")
+  metrics = [m for m in similarity_names(summary)
+             if any(m in verdicts.get(x, {}) for x in nulls)]
+  lines = [
+      "### Null baselines\n",
+      "Maps that know nothing the test is about, judged by the same rule "
+      "(Binder et al., CVPR 2023): `null_noise` is uniform noise drawn afresh "
+      "for each model, `null_random_cam` the GradCAM layer under the same "
+      "random channel weights for both models. A null that *passes* shows "
+      "that passing alone proves little: a method's verdict means more the "
+      "further its similarity lies from the nulls'. They are not methods and "
+      "change no method's verdict.\n",
+  ]
+  lines += markdown.verdict_table(verdicts, nulls, metrics, chosen,
+                                  "trained vs randomized labels")
   return "\n".join(lines) + "\n"
 
 
@@ -258,7 +305,15 @@ def _localization_section(summary, index, methods) -> str:
   return "\n".join(lines)
 
 
-def _how_to_read() -> str:
+def _how_to_read(nulls: bool = False) -> str:
+  null_line = (
+      "- Grey dashed lines in the similarity figure are the null baselines' "
+      "mean similarities: `null_noise`, noise drawn afresh for each model "
+      "(near 0: where maps that ignore model and image sit), and "
+      "`null_random_cam` (random channel weights, the same for both models; "
+      "it moves only with the layer's activations). A method near the nulls "
+      "changes as much as noise does; a pass says little if the nulls pass "
+      "too.\n" if nulls else "")
   return (
       "## How to read this\n\n"
       "- Permuting the labels keeps the images and the class balance but "
@@ -272,5 +327,6 @@ def _how_to_read() -> str:
       "- Both models' maps explain each model's own predicted class; a "
       "randomized-label model may predict another class than the trained one "
       "for the same image (counts under *What ran*).\n"
+      + null_line +
       "- Per-image scores are in `results.csv` (stage 0: trained model; "
       "stage 1: randomized labels), aggregates and tests in `summary.json`.\n")

@@ -49,8 +49,10 @@ def test_results_are_long_format_with_every_stage_method_and_metric(run):
   metrics = (len(config.similarity) + len(config.localization)
              + int(config.cascade.emprt))
   baseline = len(config.similarity)
-  assert len(rows) == len(config.methods) * n * (num_stages * metrics + baseline)
-  for method in config.methods:
+  # The methods and the null baselines (on by default), each with every row.
+  names = len(config.methods) + len(config.null_baselines)
+  assert len(rows) == names * n * (num_stages * metrics + baseline)
+  for method in list(config.methods) + [f"null_{n}" for n in config.null_baselines]:
     stages = {int(r["stage"]) for r in rows if r["method"] == method}
     assert stages == set(range(num_stages))
 
@@ -235,6 +237,7 @@ def test_report_html_browses_every_method_and_stage(run):
   assert page.image("map-view")["data-key"] == f"cascade/gradcam/{last}/1"
   assert page.image("image-view").get("src")  # the example images were saved
   for select, count in (("stage", len(summary["stages"])),
-                        ("method", len(config.methods))):
+                        # The null baselines' maps can be browsed too.
+                        ("method", len(config.methods) + len(config.null_baselines))):
     options = re.search(rf'id="select-{select}">(.*?)</select>', page.dom, re.S)
     assert options.group(1).count("<option") == count, select

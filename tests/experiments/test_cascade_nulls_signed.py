@@ -40,6 +40,7 @@ def runs(tmp_path_factory):
   data_dir = tmp_path_factory.mktemp("data")
   plain_dir = tmp_path_factory.mktemp("plain")
   plain = _quick(data_dir)
+  plain.null_baselines = ()  # on by default (configs/cascade.py)
   plain_summary = main_lib.run(plain, str(plain_dir))
   both_dir = tmp_path_factory.mktemp("both")
   both = _quick(data_dir)
@@ -176,10 +177,20 @@ def test_bad_values_give_one_clear_error(tmp_path, key, value, match):
     config_lib.validate(config)
 
 
+def test_nulls_are_on_by_default_in_the_randomization_configs():
+  for experiment in ("cascade", "label_randomization", "study"):
+    for preset in ("", "quick", "paper"):
+      config = config_lib.load_file(experiment_runs.config_path(experiment), preset)
+      assert tuple(config.null_baselines) == ("noise", "random_cam"), (experiment, preset)
+  for preset in ("independent", "bottom_up"):
+    config = config_lib.load_file(experiment_runs.config_path("cascade"), preset)
+    assert tuple(config.null_baselines) == ("noise", "random_cam"), preset
+
+
 def test_nulls_outside_the_cascade_are_refused(tmp_path):
   config = experiment_runs.quick_config("localization", tmp_path)
   config.null_baselines = ("noise",)
-  with pytest.raises(errors.ConfigError, match="only the cascade experiment"):
+  with pytest.raises(errors.ConfigError, match="only the randomization tests"):
     config_lib.validate(config)
   config.null_baselines = ()
   config.signed_similarity = ("spearman",)

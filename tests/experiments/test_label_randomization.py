@@ -48,7 +48,8 @@ def test_rows_put_the_trained_model_at_stage_zero_and_the_other_at_one(run):
   assert tuple(rows[0]) == results.FIELDS
   n = summary["num_images"]
   per_method = n * (2 * len(config.localization) + 2 * len(config.similarity))
-  assert len(rows) == len(config.methods) * per_method
+  # The methods and the null baselines (on by default), each with every row.
+  assert len(rows) == (len(config.methods) + len(config.null_baselines)) * per_method
   stages = {}
   for r in rows:
     stages.setdefault(r["metric"], set()).add(r["stage"])
@@ -182,3 +183,108 @@ def test_bad_label_randomization_keys_are_refused():
   config.label_randomization.num_train = config.synthetic.num_train + 1
   with pytest.raises(ValueError, match=r"label_randomization.num_train"):
     main_lib.validate(config)
+
+
+# ------------------------------------------------------------ null baselines ---
+
+NULLS = ("null_noise", "null_random_cam")
+
+
+@pytest.fixture(scope="module")
+def plain(run, tmp_path_factory):
+  """The same run's models without null baselines: (workdir, summary)."""
+  config, workdir, _ = run
+  config = quick_config(config.data_dir)
+  config.null_baselines = ()
+  config.models_dir = str(workdir / "models")  # both models, trained once
+  plain_dir = tmp_path_factory.mktemp("plain")
+  return plain_dir, main_lib.run(config, str(plain_dir))
+
+
+def _values(rows):
+  return {(r["method"], r["stage"], r["image_id"], r["metric"]): float(r["value"])
+          for r in rows}
+
+
+def test_nulls_are_on_by_default_and_change_no_method_row_or_verdict(run, plain):
+  config, workdir, summary = run
+  plain_dir, plain_summary = plain
+  assert tuple(config.null_baselines) == ("noise", "random_cam")
+  with_nulls = _values(experiment_runs.read_results(workdir))
+  without = _values(experiment_runs.read_results(plain_dir))
+  assert without and all(with_nulls[k] == v or (np.isnan(v) and np.isnan(with_nulls[k]))
+                         for k, v in without.items())
+  assert {k[0] for k in set(with_nulls) - set(without)} == set(NULLS)
+  assert json.dumps(summary["verdicts"], sort_keys=True) == json.dumps(
+      plain_summary["verdicts"], sort_keys=True)
+  assert set(summary["verdicts"]) == set(config.methods)
+  assert summary["null_baselines"] == list(NULLS)
+  assert set(summary["null_verdicts"]) == set(NULLS)
+  assert plain_summary["null_baselines"] == [] and plain_summary["null_verdicts"] == {}
+  # Localization differences compare the methods only.
+  for by_method in summary["localization_difference"].values():
+    assert set(by_method) == set(config.methods)
+
+
+def test_noise_null_maps_differ_between_the_two_models(run):
+  config, workdir, summary = run
+  rows = experiment_runs.read_results(workdir)
+  spearman = [float(r["value"]) for r in rows
+              if r["method"] == "null_noise" and r["metric"] == "spearman"]
+  assert len(spearman) == summary["num_images"]
+  # Independent uniform noise: |rho| ~ 1 / side of the map, far below 1.
+  assert all(abs(v) < 0.15 for v in spearman)
+  maps = np.load(workdir / "maps" / "label_randomization-null_noise.npy")
+  assert maps.shape[0] == 2 and not np.allclose(maps[0], maps[1])
+  # The null's verdict follows its rows, like a method's.
+  verdict = summary["null_verdicts"]["null_noise"]["spearman"]
+  assert verdict["similarity"][0] == pytest.approx(np.mean(spearman))
+  # RandomCAM keeps its random weights: both models' maps from one key.
+  cam = [float(r["value"]) for r in rows
+         if r["method"] == "null_random_cam" and r["metric"] == "spearman"]
+  assert len(cam) == summary["num_images"]
+
+
+def test_report_lists_the_nulls_apart_and_draws_them(run, plain):
+  config, workdir, summary = run
+  report = (workdir / "report.md").read_text()
+  verdicts, nulls = report.split("### Null baselines", 1)
+  verdicts = verdicts.split("## Verdict", 1)[1]
+  nulls = nulls.split("## Localization", 1)[0]
+  for name in NULLS:
+    assert f"| `{name}` |" in nulls and f"| `{name}` |" not in verdicts
+  for method in config.methods:
+    assert f"| `{method}` |" in verdicts and f"| `{method}` |" not in nulls
+  assert "Grey dashed lines in the similarity figure are the null baselines" in report
+  plain_report = (plain[0] / "report.md").read_text()
+  assert "Null baselines" not in plain_report and "Grey dashed" not in plain_report
+
+
+def test_similarity_distributions_draw_nulls_as_grey_dashed_lines(monkeypatch, tmp_path):
+  from saliency_jax.report import figures  # pylint: disable=g-import-not-at-top
+  saved = []
+  monkeypatch.setattr(figures, "save", lambda fig, path: saved.append(fig))
+  rows = [{"method": m, "metric": "spearman", "stage": 1, "value": v}
+          for m, v in (("a", 0.9), ("a", 0.8), ("b", 0.2))]
+  drawn = figures.score_distributions(
+      str(tmp_path / "f.png"), rows, metrics=["spearman", "ssim"], methods=["a", "b"],
+      groups={"g": {"stage": 1}}, title="t",
+      nulls={"spearman": {"null_noise": 0.01, "null_random_cam": 0.4}})
+  assert drawn == 1
+  (fig,) = saved
+  (ax,) = [ax for ax in fig.axes if ax.get_visible()]
+  dashed = {l.get_label(): l for l in ax.get_lines() if l.get_linestyle() == "--"}
+  assert set(dashed) == {"null_noise", "null_random_cam"}
+  assert list(dashed["null_noise"].get_ydata()) == [0.01, 0.01]
+  assert dashed["null_noise"].get_color() == "0.45"
+  labels = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+  assert labels == ["null_noise", "null_random_cam"]
+
+
+def test_null_means_read_stage_one_of_the_aggregates():
+  from saliency_jax.report import label_randomization_report as report  # pylint: disable=g-import-not-at-top
+  index = {("null_noise", "ssim", 1): {"mean": 0.02, "low": 0.0, "high": 0.05},
+           ("null_noise", "ssim", 0): {"mean": 0.9, "low": 0.8, "high": 1.0},
+           ("null_random_cam", "ssim", 1): {"mean": float("nan"), "low": 0, "high": 0}}
+  assert report.null_means(index, NULLS, ["ssim", "spearman"]) == {
+      "ssim": {"null_noise": 0.02}, "spearman": {}}

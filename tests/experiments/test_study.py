@@ -30,6 +30,13 @@ def test_study_runs_tests_in_subfolders_and_tabulates_verdicts(tmp_path):
     row = next(l for l in report.splitlines() if l.startswith(f"| `{method}` |"))
     assert row.count("PASS") + row.count("FAIL") == 2
   assert "(cascade/report.md)" in report and "(localization/report.md)" in report
+  # The cascade's null baselines (on by default): their own table, not methods.
+  assert set(summary["verdicts"]) == set(config.methods)
+  assert summary["null_verdicts"]["null_noise"]["cascade"] == (
+      cascade["null_verdicts"]["null_noise"][cascade["verdict_metric"]]["verdict"])
+  assert summary["null_verdicts"]["null_noise"]["localization"] is None
+  methods, nulls = report.split("## Null baselines", 1)
+  assert "`null_" not in methods and "| `null_random_cam` |" in nulls
   # report.html links each test's report.html, written beside its report.md.
   page = open(workdir / "report.html").read()
   for test in config.study.tests:
