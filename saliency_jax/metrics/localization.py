@@ -91,6 +91,93 @@ def _prepare(s: jax.Array, m: jax.Array) -> tuple[jax.Array, jax.Array]:
 # --- Curves over all pixels (scikit-learn semantics) -------------------------
 
 
+def _over_batch(per_map: Callable[..., Any],
+                batched: Callable[..., Any]) -> Callable[..., Any]:
+  """``per_map`` for one map; under ``jax.vmap``, ``batched`` over all maps.
+
+  ``batched`` takes every argument with a leading axis of maps and returns
+  the same as ``jax.vmap(per_map)``; it sees the whole batch at once, so it
+  can choose a program for all maps (a ``lax.cond`` on a batch-wide
+  predicate stays a branch, where under a plain vmap it would become a
+  select that runs both sides) or walk the maps in cache-sized chunks.
+  Nested vmaps fold their axes into one before calling ``batched``.
+  """
+  one = jax.custom_batching.custom_vmap(per_map)
+
+  @one.def_vmap
+  def _rule(axis_size, in_batched, *args):
+    args = [a if b else jnp.broadcast_to(a, (axis_size,) + jnp.shape(a))
+            for a, b in zip(args, in_batched)]
+    out = many(*args)
+    return out, jax.tree.map(lambda _: True, out)
+
+  many = jax.custom_batching.custom_vmap(batched)
+
+  @many.def_vmap
+  def _nested(axis_size, in_batched, *args):
+    args = [a if b else jnp.broadcast_to(a, (axis_size,) + jnp.shape(a))
+            for a, b in zip(args, in_batched)]
+    inner = args[0].shape[1]
+    out = many(*(a.reshape((axis_size * inner,) + a.shape[2:]) for a in args))
+    out = jax.tree.map(
+        lambda o: o.reshape((axis_size, inner) + o.shape[1:]), out)
+    return out, jax.tree.map(lambda _: True, out)
+
+  return one
+
+
+def _ordered_uint(flat: jax.Array) -> jax.Array:
+  """uint32 keys in the order of the float32 scores (-0.0 and 0.0 equal)."""
+  return jax.lax.bitcast_convert_type(_order_keys(flat), jnp.uint32) ^ (
+      jnp.uint32(1) << 31)
+
+
+def _packable(flat: jax.Array) -> jax.Array:
+  """Whether :func:`_sorted_packed` is exact: no NaN, keys span < 2^31."""
+  keys = _ordered_uint(flat)
+  return ~jnp.isnan(flat).any() & (keys.max() - keys.min() < jnp.uint32(2**31))
+
+
+def _sorted_packed(flat: jax.Array, y: jax.Array
+                   ) -> tuple[jax.Array, jax.Array]:
+  """(group ends, labels) from the top score down: one uint32 sort.
+
+  The key ``(k - min k) << 1 | y`` (k: :func:`_ordered_uint`) fits 32 bits
+  when the keys span less than 2^31 (every map without negatives, e.g. the
+  [0, 1] post-processed maps); sorting it orders by score with the label
+  inside ties, and ``key >> 1`` gives the tie groups back. A single-operand
+  integer sort is several times faster on the CPU than a float sort with a
+  second operand.
+  """
+  keys = _ordered_uint(flat)
+  packed = ((keys - keys.min()) << 1) | y.astype(jnp.uint32)
+  ordered = jnp.sort(~packed)  # ascending ~key: descending score
+  score = ordered >> 1
+  return (jnp.append(score[:-1] != score[1:], True),
+          (~ordered & 1).astype(jnp.int32))
+
+
+def _sorted_general(flat: jax.Array, y: jax.Array
+                    ) -> tuple[jax.Array, jax.Array]:
+  """:func:`_sorted_packed` for any map (NaN included): (score, label) sort."""
+  negated, y_sorted = jax.lax.sort((-flat, y.astype(jnp.int32)), num_keys=1,
+                                   is_stable=False)
+  return jnp.append(negated[:-1] != negated[1:], True), y_sorted
+
+
+def _sorted_one(flat: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
+  return jax.lax.cond(_packable(flat), _sorted_packed, _sorted_general, flat, y)
+
+
+def _sorted_many(flat: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
+  return jax.lax.cond(jnp.all(jax.vmap(_packable)(flat)),
+                      jax.vmap(_sorted_packed), jax.vmap(_sorted_general),
+                      flat, y)
+
+
+_sorted_labels = _over_batch(_sorted_one, _sorted_many)
+
+
 def _curve_counts(s: jax.Array, m: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Cumulative (true, false) positives from the top score down, per tie group.
 
@@ -100,36 +187,36 @@ def _curve_counts(s: jax.Array, m: jax.Array) -> tuple[jax.Array, jax.Array]:
   a tie group is one point, as in scikit-learn's ``_binary_clf_curve``.
 
   One unstable sort of (score, label) pairs, no argsort and no gather: the
-  counts at a group's end do not depend on the order within the group.
+  counts at a group's end do not depend on the order within the group. The
+  sort is one packed uint32 key (:func:`_sorted_packed`) when every map of
+  the batch allows it, else the (score, label) sort (:func:`_sorted_general`).
   """
-  flat, y = s.ravel(), m.ravel().astype(jnp.int32)
-  negated, y_sorted = jax.lax.sort((-flat, y), num_keys=1, is_stable=False)
+  flat = s.ravel()
+  group_end, y_sorted = _sorted_labels(flat, m.ravel())
   tps = jnp.cumsum(y_sorted)
   fps = jnp.arange(1, flat.size + 1, dtype=jnp.int32) - tps
-  group_end = jnp.append(negated[:-1] != negated[1:], True)
-  last_end = jax.lax.cummax(
-      jnp.where(group_end, jnp.arange(1, flat.size + 1), 0), axis=0)
-  index = jnp.concatenate([jnp.zeros(1, jnp.int32), last_end.astype(jnp.int32)])
+  # Both counts never decrease along the sort, so the counts at the last
+  # group end at or before i are a running maximum (no gather); one running
+  # maximum of tps (N + 1) + position serves both while it fits int32.
   zero = jnp.zeros(1, jnp.int32)
-  tps = jnp.concatenate([zero, tps])[index].astype(jnp.float32)
-  fps = jnp.concatenate([zero, fps])[index].astype(jnp.float32)
+  n = flat.size
+  if n * (n + 2) < 2**31:
+    position = jnp.arange(1, n + 1, dtype=jnp.int32)
+    last = jax.lax.cummax(jnp.where(group_end, tps * (n + 1) + position, 0),
+                          axis=0)
+    tps = last // (n + 1)
+    fps = last % (n + 1) - tps
+  else:
+    tps, fps = (jax.lax.cummax(jnp.where(group_end, c, 0), axis=0)
+                for c in (tps, fps))
+  tps, fps = (jnp.concatenate([zero, c]).astype(jnp.float32)
+              for c in (tps, fps))
   return tps, fps
-
-
-def _pr_curve(s: jax.Array, m: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """(recall, precision) with sklearn's extra point (0, 1) at entry 0."""
-  tps, fps = _curve_counts(s, m)
-  recall = tps / tps[-1]
-  # Entry 0 (and its forward-filled copies) is sklearn's appended precision 1.
-  precision = jnp.where(tps + fps > 0, tps / jnp.maximum(tps + fps, 1.0), 1.0)
-  return recall, precision
 
 
 @jax.jit
 def _auprc(s: jax.Array, m: jax.Array) -> jax.Array:
-  recall, precision = _pr_curve(s, m)
-  area = jnp.sum(jnp.diff(recall) * (precision[1:] + precision[:-1]) / 2)
-  return jnp.where(m.any(), area, jnp.nan)
+  return _curves(s, m)["auprc"]  # XLA drops the other two areas
 
 
 def auprc(saliency_map: jax.Array, mask: jax.Array) -> jax.Array:
@@ -150,9 +237,7 @@ def auprc(saliency_map: jax.Array, mask: jax.Array) -> jax.Array:
 
 @jax.jit
 def _average_precision(s: jax.Array, m: jax.Array) -> jax.Array:
-  recall, precision = _pr_curve(s, m)
-  ap = jnp.sum(jnp.diff(recall) * precision[1:])
-  return jnp.where(m.any(), ap, jnp.nan)
+  return _curves(s, m)["average_precision"]
 
 
 def average_precision(saliency_map: jax.Array, mask: jax.Array) -> jax.Array:
@@ -170,10 +255,7 @@ def average_precision(saliency_map: jax.Array, mask: jax.Array) -> jax.Array:
 
 @jax.jit
 def _auroc(s: jax.Array, m: jax.Array) -> jax.Array:
-  tps, fps = _curve_counts(s, m)
-  tpr, fpr = tps / tps[-1], fps / fps[-1]
-  area = jnp.sum(jnp.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2)
-  return jnp.where(m.any() & ~m.all(), area, jnp.nan)
+  return _curves(s, m)["auroc"]
 
 
 def auroc(saliency_map: jax.Array, mask: jax.Array) -> jax.Array:
@@ -195,17 +277,21 @@ CURVES = ("auprc", "average_precision", "auroc")
 @jax.jit
 def _curves(s: jax.Array, m: jax.Array) -> dict[str, jax.Array]:
   tps, fps = _curve_counts(s, m)
-  recall = tps / tps[-1]
+  # Entry 0 (and its forward-filled copies) is sklearn's appended precision 1.
   precision = jnp.where(tps + fps > 0, tps / jnp.maximum(tps + fps, 1.0), 1.0)
-  tpr, fpr = recall, fps / fps[-1]
+  tpr = tps / tps[-1]
+  # Steps from the integer counts: the difference of two rounded ratios
+  # errs by float32 rounding of the ratio at every one of up to H W steps
+  # (an AUPRC 1e-4 off at 16384 pixels); the ratio of the difference does not.
+  d_recall, d_fpr = jnp.diff(tps) / tps[-1], jnp.diff(fps) / fps[-1]
   any_ = m.any()
   return {
       "auprc": jnp.where(any_, jnp.sum(
-          jnp.diff(recall) * (precision[1:] + precision[:-1]) / 2), jnp.nan),
+          d_recall * (precision[1:] + precision[:-1]) / 2), jnp.nan),
       "average_precision": jnp.where(
-          any_, jnp.sum(jnp.diff(recall) * precision[1:]), jnp.nan),
+          any_, jnp.sum(d_recall * precision[1:]), jnp.nan),
       "auroc": jnp.where(any_ & ~m.all(), jnp.sum(
-          jnp.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2), jnp.nan),
+          d_fpr * (tpr[1:] + tpr[:-1]) / 2), jnp.nan),
   }
 
 
@@ -279,8 +365,19 @@ def _top_pixels(s: jax.Array, count: jax.Array | int) -> jax.Array:
 
   Exact top-n without a sort: the n-th largest score by
   :func:`_nth_largest_key`, every pixel above it, and the first of the pixels
-  equal to it in raster order until there are n.
+  equal to it in raster order until there are n. Vmapped over maps, the maps
+  are taken one after another (``lax.map``), so each map's 31 counting
+  passes read it from cache rather than the whole batch from memory 31
+  times (about 3x faster on the CPU at 512 maps of 128 x 128).
   """
+  return _top_pixels_batched(s, jnp.asarray(count, jnp.int32))
+
+
+def _top_pixels_many(s: jax.Array, count: jax.Array) -> jax.Array:
+  return jax.lax.map(lambda args: _top_pixels_one(*args), (s, count))
+
+
+def _top_pixels_one(s: jax.Array, count: jax.Array) -> jax.Array:
   keys = _order_keys(s.ravel())
   threshold = _nth_largest_key(keys, count)
   above = keys > threshold
@@ -288,6 +385,9 @@ def _top_pixels(s: jax.Array, count: jax.Array | int) -> jax.Array:
   need = count - jnp.sum(above.astype(jnp.int32))
   take = tied & (jnp.cumsum(tied.astype(jnp.int32)) <= need)
   return (above | take).reshape(s.shape)
+
+
+_top_pixels_batched = _over_batch(_top_pixels_one, _top_pixels_many)
 
 
 @functools.partial(jax.jit, static_argnames="nbins")
