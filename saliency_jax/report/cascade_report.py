@@ -227,6 +227,9 @@ def _what_ran(config, summary, images_np, methods, labels) -> str:
   images_line = f"{evaluated} random positive test images"
   if requested is not None and requested != evaluated:
     images_line += f" ({requested} requested; the split has fewer positives)"
+  plain = [m for m in methods if not m.startswith(SMPRT_PREFIX)]
+  smoothed = (f" (and their sMPRT maps `{SMPRT_PREFIX}<method>`)"
+              if len(plain) < len(methods) else "")
   mode = summary.get("mode", "cascade")
   how = ("top-down, one more block per stage" if mode == "cascade"
          else "bottom-up, input side first, one more block per stage"
@@ -247,7 +250,7 @@ def _what_ran(config, summary, images_np, methods, labels) -> str:
       f"{markdown.num(test.get('recall'))}",
       f"- Evaluation: {images_line}; explained class: "
       f"{markdown.get(config, 'targets', 'predicted')}",
-      f"- Methods: {', '.join(f'`{m}`' for m in methods)}; preset "
+      f"- Methods: {', '.join(f'`{m}`' for m in plain)}{smoothed}; preset "
       f"`{summary.get('preset', markdown.get(config, 'preset'))}`",
       f"- Randomization: {mode} ({how}); "
       f"seed {markdown.get(config, 'seed', training.get('seed', '?'))}",
@@ -263,6 +266,8 @@ def _what_ran(config, summary, images_np, methods, labels) -> str:
 
 def _verdict_section(summary, methods, similarity, labels) -> str:
   verdicts = summary.get("verdicts") or {}
+  # sMPRT maps are judged in their own section, beside their method.
+  methods = [m for m in methods if not m.startswith(SMPRT_PREFIX)]
   chosen = summary.get("verdict_metric")
   metrics = [m for m in similarity if any(m in verdicts.get(x, {}) for x in methods)]
   final = _final_name(summary, labels)

@@ -138,6 +138,9 @@ def test_bottom_up_with_emprt_and_smprt(run, tmp_path):
   for text in ("# Bottom-up model-randomization test", "## eMPRT", "## sMPRT",
                "cascade_emprt.png", "`smprt_gradient`"):
     assert text in report, text
+  # The sMPRT maps are judged in their own section, not as methods.
+  verdict_table = report.split("## Verdict")[1].split("\n## ")[0]
+  assert "| `gradient` |" in verdict_table and "smprt_" not in verdict_table
   bad = quick_config(config.data_dir)
   for key, value, match in (("mode", "bottom-up", "config.cascade.mode"),
                             ("smprt", dict(enabled=True, samples=0, noise=0.1),
