@@ -3,8 +3,12 @@
 import csv
 import os
 
+import numpy as np
+from flax import nnx
+
 from saliency_jax import config as config_lib
 from saliency_jax import main as main_lib
+from saliency_jax import models
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -33,3 +37,16 @@ def read_results(workdir):
   """``results.csv`` of ``workdir`` as a list of dicts (values as strings)."""
   with open(workdir / "results.csv", newline="") as f:
     return list(csv.DictReader(f))
+
+
+def untrained_weights(path, *, nan: bool = False, seed: int = 0) -> str:
+  """The quick presets' small_cnn (width 0.125, one channel), untrained, as an
+  .npz at ``path``; ``nan``: its classifier kernel NaN (a diverged model)."""
+  model = models.create("small_cnn", num_classes=2, in_channels=1, width=0.125,
+                        rngs=nnx.Rngs(seed))
+  if nan:
+    kernel = model.predictions.kernel
+    kernel[...] = np.full(kernel[...].shape, np.nan, np.float32)
+  model.eval()
+  models.save_npz(str(path), model, name="small_cnn", width=0.125, in_channels=1)
+  return str(path)

@@ -14,12 +14,10 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
-from flax import nnx
 
 import experiment_runs
 from saliency_jax import errors
 from saliency_jax import main as main_lib
-from saliency_jax import models
 from saliency_jax import results
 from saliency_jax import rng
 from saliency_jax import saliency
@@ -32,16 +30,6 @@ METHODS = ("gradient",)
 CONTROLS = ("random", "center_prior")
 
 
-def _weights(path, *, nan: bool):
-  """The quick presets' small_cnn (width 0.125, one channel), untrained, as an .npz."""
-  model = models.create("small_cnn", num_classes=2, in_channels=1, width=0.125,
-                        rngs=nnx.Rngs(0))
-  if nan:
-    kernel = model.predictions.kernel
-    kernel[...] = np.full(kernel[...].shape, np.nan, np.float32)
-  model.eval()
-  models.save_npz(str(path), model, name="small_cnn", width=0.125, in_channels=1)
-  return str(path)
 
 
 def _config(data_dir, weights, **chexlocalize):
@@ -60,7 +48,7 @@ def data_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tuned(data_dir, tmp_path_factory):
   """(config, workdir, summary) with the threshold and the gate tuned on validation."""
-  weights = _weights(tmp_path_factory.mktemp("w") / "w.npz", nan=False)
+  weights = experiment_runs.untrained_weights(tmp_path_factory.mktemp("w") / "w.npz", nan=False)
   workdir = tmp_path_factory.mktemp("chexlocalize")
   config = _config(data_dir, weights, threshold="tuned", gate=True)
   return config, workdir, main_lib.run(config, str(workdir))
@@ -196,7 +184,7 @@ def test_otsu_without_gate_scores_true_positives_only(data_dir, tuned, tmp_path)
 
 
 def test_nan_model_makes_the_protocol_invalid(data_dir, tmp_path):
-  weights = _weights(tmp_path / "nan.npz", nan=True)
+  weights = experiment_runs.untrained_weights(tmp_path / "nan.npz", nan=True)
   config = _config(data_dir, weights, threshold="tuned")
   summary = main_lib.run(config, str(tmp_path / "run"))
   rows = results.read_rows(tmp_path / "run" / "results.csv")

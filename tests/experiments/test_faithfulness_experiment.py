@@ -7,36 +7,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 from matplotlib import image as plt_image
 
 import experiment_runs
 from saliency_jax import errors
 from saliency_jax import main as main_lib
-from saliency_jax import models
 from saliency_jax import results
 from saliency_jax.experiments import common
 from saliency_jax.experiments import faithfulness
 from saliency_jax.metrics import faithfulness as metrics
 
 
-def _weights(path, *, nan: bool = False):
-  """A small_cnn of the quick presets as an .npz; ``nan``: a NaN classifier."""
-  model = models.create("small_cnn", num_classes=2, in_channels=1, width=0.125,
-                        rngs=nnx.Rngs(0))
-  if nan:
-    kernel = model.predictions.kernel
-    kernel[...] = np.full(kernel[...].shape, np.nan, np.float32)
-  model.eval()
-  models.save_npz(str(path), model, name="small_cnn", width=0.125, in_channels=1)
-  return str(path)
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
   """The quick preset on 4 images, its model given (no training: seconds)."""
   config = experiment_runs.quick_config("faithfulness", tmp_path_factory.mktemp("data"))
-  config.model_weights = _weights(tmp_path_factory.mktemp("w") / "model.npz")
+  config.model_weights = experiment_runs.untrained_weights(
+      tmp_path_factory.mktemp("w") / "model.npz")
   config.num_images = 4
   workdir = tmp_path_factory.mktemp("faithfulness")
   return config, workdir, main_lib.run(config, str(workdir))
@@ -157,7 +146,7 @@ def test_rerun_resumes_and_recomputes_only_a_damaged_part(run, monkeypatch):
 
 def test_nan_model_is_invalid_with_counts_never_a_verdict(run, tmp_path):
   config = experiment_runs.quick_config("faithfulness", run[0].data_dir)  # built
-  config.model_weights = _weights(tmp_path / "nan.npz", nan=True)
+  config.model_weights = experiment_runs.untrained_weights(tmp_path / "nan.npz", nan=True)
   config.num_images = 2
   summary = main_lib.run(config, str(tmp_path / "run"))
   assert set(summary["verdicts"].values()) == {"INVALID"}

@@ -13,27 +13,15 @@ import sys
 
 import numpy as np
 import pytest
-from flax import nnx
 
 import experiment_runs
 from saliency_jax import errors
 from saliency_jax import main as main_lib
-from saliency_jax import models
 from saliency_jax import results
 from saliency_jax import workdir as workdir_lib
 from saliency_jax.experiments import common
 
 
-def _weights(path, *, nan: bool, seed: int = 0):
-  """A small_cnn of the quick presets (width 0.125, one channel) as an .npz."""
-  model = models.create("small_cnn", num_classes=2, in_channels=1, width=0.125,
-                        rngs=nnx.Rngs(seed))
-  if nan:
-    kernel = model.predictions.kernel
-    kernel[...] = np.full(kernel[...].shape, np.nan, np.float32)
-  model.eval()
-  models.save_npz(str(path), model, name="small_cnn", width=0.125, in_channels=1)
-  return str(path)
 
 
 def _config(experiment, data_dir, weights=None, **updates):
@@ -50,7 +38,8 @@ def data_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def nan_cascade(data_dir, tmp_path_factory):
-  weights = _weights(tmp_path_factory.mktemp("w") / "nan.npz", nan=True)
+  weights = experiment_runs.untrained_weights(tmp_path_factory.mktemp("w") / "nan.npz",
+                                              nan=True)
   workdir = tmp_path_factory.mktemp("nan_cascade")
   config = _config("cascade", data_dir, weights)
   return config, workdir, main_lib.run(config, str(workdir))
@@ -69,7 +58,10 @@ def test_nan_weights_are_invalid_with_counts_never_pass(nan_cascade):
     assert "stage0" in summary["nonfinite"][method]
   rows = results.read_rows(workdir / "results.csv")
   stage0 = results.values(rows, stage=0, metric="ssim")
-  assert stage0.size == len(config.methods) * num_images and np.isnan(stage0).all()
+  # The null baselines too: their maps ignore the model, but not its NaN targets.
+  maps = len(config.methods) + len(config.null_baselines)
+  assert config.null_baselines and stage0.size == maps * num_images
+  assert np.isnan(stage0).all()
   baseline = results.values(rows, metric="ssim_different_images")
   assert np.isnan(baseline).all()
   report = open(workdir / "report.md").read()
@@ -79,7 +71,7 @@ def test_nan_weights_are_invalid_with_counts_never_pass(nan_cascade):
 
 
 def test_nan_weights_are_invalid_in_the_localization_test(data_dir, tmp_path):
-  weights = _weights(tmp_path / "nan.npz", nan=True)
+  weights = experiment_runs.untrained_weights(tmp_path / "nan.npz", nan=True)
   summary = main_lib.run(_config("localization", data_dir, weights),
                          str(tmp_path / "run"))
   assert set(summary["verdicts"].values()) == {"INVALID"}
@@ -88,7 +80,7 @@ def test_nan_weights_are_invalid_in_the_localization_test(data_dir, tmp_path):
 
 
 def test_damaged_part_is_named_and_computed_again(data_dir, tmp_path, caplog):
-  weights = _weights(tmp_path / "ok.npz", nan=False)
+  weights = experiment_runs.untrained_weights(tmp_path / "ok.npz", nan=False)
   workdir = tmp_path / "run"
   config = _config("localization", data_dir, weights)
   main_lib.run(config, str(workdir))
@@ -116,11 +108,12 @@ def test_damaged_part_is_named_and_computed_again(data_dir, tmp_path, caplog):
 
 
 def test_weights_replaced_after_a_kill_are_refused(data_dir, tmp_path):
-  weights = _weights(tmp_path / "w.npz", nan=False, seed=0)
+  weights = experiment_runs.untrained_weights(tmp_path / "w.npz", nan=False, seed=0)
   workdir = tmp_path / "run"
   config = _config("localization", data_dir, weights)
   main_lib.run(config, str(workdir))
-  _weights(tmp_path / "w.npz", nan=False, seed=1)  # same path, other weights
+  # The same path, other weights.
+  experiment_runs.untrained_weights(tmp_path / "w.npz", nan=False, seed=1)
   with pytest.raises(errors.WorkdirError, match=r"config\.model_weights"):
     main_lib.run(config, str(workdir))
   assert json.load(open(workdir / "inputs.json"))["config.model_weights"]["path"] == weights
