@@ -133,8 +133,12 @@ def _batched_localization(name: str, options: _Frozen, ndim: int):
 
 
 @functools.lru_cache(maxsize=None)
-def _batched_similarity(name: str, options: _Frozen, ndim: int):
-  batched = functools.partial(similarity.SIMILARITY[name], **dict(options))
+def _batched_pair(kind: str, name: str, options: _Frozen, ndim: int):
+  """A two-map metric (``kind``: 'similarity' or 'randomization') jitted and
+  vmapped over the leading ``ndim - 2`` axes."""
+  registry = (similarity.SIMILARITY if kind == "similarity"
+              else randomization.RANDOMIZATION)
+  batched = functools.partial(registry[name], **dict(options))
   for _ in range(ndim - 2):
     batched = jax.vmap(batched)
   return jax.jit(batched)
@@ -164,16 +168,8 @@ def similarity_scores(a: jax.Array, b: jax.Array, names: Sequence[str],
                                        b_np.reshape(-1, *b_np.shape[-2:]))]
       out[name] = np.asarray(flat, np.float64).reshape(a_np.shape[:-2])
       continue
-    out[name] = np.asarray(_batched_similarity(name, frozen, np.ndim(a))(a, b))
+    out[name] = np.asarray(_batched_pair("similarity", name, frozen, np.ndim(a))(a, b))
   return out
-
-
-@functools.lru_cache(maxsize=None)
-def _batched_randomization(name: str, options: _Frozen, ndim: int):
-  batched = functools.partial(randomization.RANDOMIZATION[name], **dict(options))
-  for _ in range(ndim - 2):
-    batched = jax.vmap(batched)
-  return jax.jit(batched)
 
 
 def randomization_scores(reference: jax.Array, compared: jax.Array,
@@ -190,6 +186,6 @@ def randomization_scores(reference: jax.Array, compared: jax.Array,
   if np.shape(reference) != np.shape(compared) or np.ndim(reference) < 2:
     raise ValueError(f"randomization_scores: maps must have one shape (..., H, W), "
                      f"got {np.shape(reference)} and {np.shape(compared)}")
-  return {name: np.asarray(_batched_randomization(
-      name, _frozen(options, name), np.ndim(reference))(reference, compared))
+  return {name: np.asarray(_batched_pair(
+      "randomization", name, _frozen(options, name), np.ndim(reference))(reference, compared))
           for name in names}

@@ -233,11 +233,16 @@ def _memorization_section(summary) -> str:
   return "\n".join(lines) + "\n"
 
 
+def _judged(verdicts, names, summary) -> list[str]:
+  """The similarity metrics with a verdict for any of ``names``."""
+  return [m for m in similarity_names(summary)
+          if any(m in verdicts.get(x, {}) for x in names)]
+
+
 def _verdict_section(summary, methods) -> str:
   verdicts = summary.get("verdicts") or {}
   chosen = summary.get("verdict_metric")
-  metrics = [m for m in similarity_names(summary)
-             if any(m in verdicts.get(x, {}) for x in methods)]
+  metrics = _judged(verdicts, methods, summary)
   lines = [
       "## Verdict\n",
       "A method passes when its maps of the randomized-label model are on "
@@ -260,9 +265,6 @@ def _null_section(summary, nulls) -> str:
   if not nulls:
     return ""
   verdicts = summary.get("null_verdicts") or {}
-  chosen = summary.get("verdict_metric")
-  metrics = [m for m in similarity_names(summary)
-             if any(m in verdicts.get(x, {}) for x in nulls)]
   lines = [
       "### Null baselines\n",
       "Maps that know nothing the test is about, judged by the same rule "
@@ -273,7 +275,8 @@ def _null_section(summary, nulls) -> str:
       "further its similarity lies from the nulls'. They are not methods and "
       "change no method's verdict.\n",
   ]
-  lines += markdown.verdict_table(verdicts, nulls, metrics, chosen,
+  lines += markdown.verdict_table(verdicts, nulls, _judged(verdicts, nulls, summary),
+                                  summary.get("verdict_metric"),
                                   "trained vs randomized labels")
   return "\n".join(lines) + "\n"
 
